@@ -67,6 +67,7 @@ class LoadReport:
     dropped_classifier: List[str] = field(default_factory=list)
     dropped_ignored: List[str] = field(default_factory=list)
     fresh: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)  # strict=False only: unexpected or mis-shaped
 
     def __str__(self) -> str:
         def short(keys: List[str]) -> str:
@@ -76,7 +77,8 @@ class LoadReport:
             return f'{len(keys)} ({", ".join(groups[:8])}{", ..." if len(groups) > 8 else ""})'
         return (f'loaded {self.loaded} tensors ({self.loaded_params:,} values) from {self.source} '
                 f'[{self.wrapper}, {self.layout} layout]; dropped classifier: {short(self.dropped_classifier)}; '
-                f'dropped buffers: {short(self.dropped_ignored)}; newly initialised: {short(self.fresh)}')
+                f'dropped buffers: {short(self.dropped_ignored)}; newly initialised: {short(self.fresh)}'
+                + (f'; SKIPPED (strict=False): {short(self.skipped)}' if self.skipped else ''))
 
 
 def _group(key: str) -> str:
@@ -240,6 +242,9 @@ def load_pretrained(model, checkpoint, prefix: Optional[str] = None, use_ema: bo
                          f'or a layout this family does not convert?')
         raise CheckpointMismatchError('\n'.join(lines))
     own = model.state_dict()
+    if not strict:
+        report.skipped = [k for k in kept if k not in own or tuple(kept[k].shape) != tuple(own[k].shape)]
+        kept = {k: v for k, v in kept.items() if k not in report.skipped}
     report.fresh = [k for k in own if k not in kept and not k.endswith('num_batches_tracked')]
     model.load_state_dict(kept, strict=False)
     report.loaded = len(kept)
