@@ -1,6 +1,10 @@
 """Our backbone dropped into mmdet's and mmseg's own shipped configs: build, loss step, optimizer constructor."""
+import os
+
 import pytest
 import torch
+
+from conftest import FIXTURES
 
 mmdet = pytest.importorskip('mmdet')
 mmseg = pytest.importorskip('mmseg')
@@ -39,11 +43,18 @@ def test_mask_rcnn_from_mmdet_shipped_config():
     from mmdet.utils import register_all_modules
     register_all_modules()
     cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
-    cfg.model.backbone = BACKBONE  # replace ResNet-50 wholesale
-    cfg.model.neck.in_channels = TINY['dims']
+    # the official-code fixture checkpoint, loaded through the detector's init_weights (the runner's path)
+    ckpt = os.path.join(FIXTURES, 'conv2former', 'tiny_k11.pth.tar')
+    cfg.model.backbone = dict(BACKBONE, arch=dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32], kernel_size=11),
+                              init_cfg=dict(type='Pretrained', checkpoint=ckpt))  # replace ResNet-50 wholesale
+    cfg.model.neck.in_channels = [8, 16, 24, 32]
     model = MODELS.build(cfg.model)
     model.init_weights()
     assert type(model.backbone).__name__ == 'Conv2Former'
+    official = torch.load(ckpt, weights_only=False)['state_dict']
+    for k, v in model.backbone.state_dict().items():
+        if not k.startswith('out_norms'):
+            assert torch.equal(v, official[k]), k
     model.train()
     data = model.data_preprocessor(_det_inputs(), training=True)
     losses = model(**data, mode='loss')
