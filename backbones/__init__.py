@@ -14,3 +14,6 @@ from .registry import build_backbone, families, get_family, list_backbones, regi
 __all__ = ['MultiScaleBackbone', 'Conv2Former', 'build_backbone', 'list_backbones', 'families', 'get_family',
            'register_family', 'load_pretrained', 'read_checkpoint', 'LoadReport', 'CheckpointError',
            'CheckpointMismatchError']
+
+# Families register themselves on import; one line per family file (keep this block sorted).
+# -- family imports --
