@@ -1,0 +1,76 @@
+"""Smoke test of tools/analysis/benchmark_backbones.py on a tiny input (no speed is asserted)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+TOOL = os.path.join(ROOT, 'tools', 'analysis', 'benchmark_backbones.py')
+# conv2former_n backbone + one output LayerNorm (weight, bias) per returned stage
+CONV2FORMER_N_PARAMS = 13_052_640 + 2 * (64 + 128 + 256 + 512)
+
+
+def _run(*args, timeout=120):
+    # run from outside the repository: the tool must put the repository root on sys.path itself
+    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=os.path.dirname(ROOT))
+
+
+def test_benchmark_with_reference(tmp_path):
+    pytest.importorskip('timm')
+    out = tmp_path / 'bench.json'
+    # one thread: robust on a loaded 2-core machine (oversubscribed OpenMP threads crawl)
+    proc = _run('conv2former_n', '--shape', '64', '96', '--repeats', '2', '--warmup', '1', '--threads', '1',
+                '--json', str(out), '--reference', 'conv2former_n=convnext_atto', '--check-outputs')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'torch ' + torch.__version__ in proc.stdout
+    assert 'conv2former_n' in proc.stdout and 'timm:convnext_atto' in proc.stdout
+
+    data = json.loads(out.read_text())
+    assert data['meta']['shape'] == [64, 96] and data['meta']['threads'] == 1
+    res = {r['label']: r for r in data['results']}
+    assert set(res) == {'conv2former_n', 'timm:convnext_atto'}
+    assert res['conv2former_n']['params'] == CONV2FORMER_N_PARAMS == 13_054_560
+    assert res['timm:convnext_atto']['reference_for'] == 'conv2former_n'
+    for r in res.values():
+        for mode in ('fwd', 'fwdbwd'):
+            m = r[mode]
+            assert len(m['times_ms']) == 2 and len(m['warmup_ms']) == 1
+            assert m['median_ms'] > 0 and m['min_ms'] <= m['median_ms'] <= m['max_ms']
+            assert m['peak_mib'] is not None and m['peak_mib'] >= 0, m
+        assert [s[0] for s in r['output_shapes']] == [1, 1, 1, 1]
+    # stride-4 map of a 64x96 input
+    assert res['conv2former_n']['output_shapes'][0] == [1, 64, 16, 24]
+
+    (ratio,) = data['ratios']
+    assert ratio['ours'] == 'conv2former_n' and ratio['reference'] == 'timm:convnext_atto'
+    for key in ('params', 'fwd_median', 'fwdbwd_median'):
+        assert ratio[key] is not None and ratio[key] > 0
+    assert ratio['fwd_median'] == pytest.approx(res['conv2former_n']['fwd']['median_ms']
+                                                / res['timm:convnext_atto']['fwd']['median_ms'])
+
+
+def test_unknown_name_lists_valid_ones():
+    proc = _run('not_a_backbone', '--shape', '32', '32', '--repeats', '1', '--warmup', '0', timeout=60)
+    assert proc.returncode == 2
+    assert 'not_a_backbone' in proc.stderr and 'conv2former_t' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('benchmark_backbones', TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cuda_unavailable_is_a_clear_error(monkeypatch, capsys):
+    tool = _load_tool()
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert tool.main(['conv2former_n', '--device', 'cuda']) == 2
+    assert 'CUDA is not available' in capsys.readouterr().err
