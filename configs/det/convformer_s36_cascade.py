@@ -1,0 +1,19 @@
+# ConvFormer-S36 + Cascade Mask R-CNN 3x (COCO), ImageNet-1K initialisation.
+# Size -> ConvNeXt recipe row: s12/s18/s24 -> T, s36/m36 -> S, m48/b36 -> B (here: S).
+# lr / layer decay: Cascade 3x ConvNeXt-S (2e-4, layer-wise 0.7).
+# drop path 0.3: the ConvFormer-S36 ImageNet training value (reference/architectures.md 2.4; no
+# downstream value is published for the MetaFormer baselines).
+_base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
+
+checkpoint_file = 'checkpoints/convformer_s36.pth'  # ImageNet-1K ConvFormer-S36 (official sail-sg file)
+
+model = dict(
+    backbone=dict(
+        type='ConvFormer',
+        arch='s36',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    neck=dict(in_channels=[64, 128, 320, 512]))
+
+optim_wrapper = dict(
+    optimizer=dict(lr=2e-4), paramwise_cfg=dict(decay_rate=0.7))

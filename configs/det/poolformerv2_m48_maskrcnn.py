@@ -1,0 +1,20 @@
+# PoolFormerV2-M48 + Mask R-CNN 3x (COCO), ImageNet-1K initialisation.
+# Size -> ConvNeXt recipe row: s12/s18/s24 -> T, s36/m36 -> S, m48/b36 -> B (here: B).
+# lr / layer decay: not published for ConvNeXt-B Mask R-CNN 3x -> base rule (the T row: 1e-4,
+# layer-wise 0.95).
+# drop path 0.4: the PoolFormerV2-M48 ImageNet training value (reference/architectures.md 2.4; no
+# downstream value is published for the MetaFormer baselines).
+_base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
+
+checkpoint_file = 'checkpoints/poolformerv2_m48.pth'  # ImageNet-1K PoolFormerV2-M48 (official sail-sg file)
+
+model = dict(
+    backbone=dict(
+        type='PoolFormerV2',
+        arch='m48',
+        drop_path_rate=0.4,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    neck=dict(in_channels=[96, 192, 384, 768]))
+
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-4), paramwise_cfg=dict(decay_rate=0.95))

@@ -1,0 +1,19 @@
+# PoolFormerV2-S12 + Mask R-CNN 3x (COCO), ImageNet-1K initialisation.
+# Size -> ConvNeXt recipe row: s12/s18/s24 -> T, s36/m36 -> S, m48/b36 -> B (here: T).
+# lr / layer decay: Mask R-CNN 3x ConvNeXt-T (1e-4, layer-wise 0.95).
+# drop path 0.1: the PoolFormerV2-S12 ImageNet training value (reference/architectures.md 2.4; no
+# downstream value is published for the MetaFormer baselines).
+_base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
+
+checkpoint_file = 'checkpoints/poolformerv2_s12.pth'  # ImageNet-1K PoolFormerV2-S12 (official sail-sg file)
+
+model = dict(
+    backbone=dict(
+        type='PoolFormerV2',
+        arch='s12',
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    neck=dict(in_channels=[64, 128, 320, 512]))
+
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-4), paramwise_cfg=dict(decay_rate=0.95))

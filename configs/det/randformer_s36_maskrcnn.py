@@ -1,0 +1,22 @@
+# RandFormer-S36 + Mask R-CNN 3x (COCO), ImageNet-1K initialisation.
+# Size -> ConvNeXt recipe row: s12/s18/s24 -> T, s36/m36 -> S, m48/b36 -> B (here: S).
+# lr / layer decay: not published for ConvNeXt-S Mask R-CNN 3x -> base rule (the T row: 1e-4,
+# layer-wise 0.95).
+# drop path 0.2: the RandFormer-S36 ImageNet training value (reference/architectures.md 2.4; no
+# downstream value is published for the MetaFormer baselines).
+_base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
+
+checkpoint_file = 'checkpoints/randformer_s36.pth'  # ImageNet-1K RandFormer-S36 (official sail-sg file)
+
+model = dict(
+    backbone=dict(
+        type='RandFormer',
+        arch='s36',
+        drop_path_rate=0.2,
+        # stage 3-4 random-mixing matrices (14x14 / 7x7 grids) resampled to each input's grid
+        rand_resample='bilinear',
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    neck=dict(in_channels=[64, 128, 320, 512]))
+
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-4), paramwise_cfg=dict(decay_rate=0.95))

@@ -1,0 +1,19 @@
+# PoolFormerV2-S12 + UperNet 160k (ADE20K, 512x512 crops), ImageNet-1K initialisation.
+# Size -> ConvNeXt recipe row: s12/s18/s24 -> T, s36/m36 -> S, m48/b36 -> B (here: T).
+# lr / layer decay: UperNet ConvNeXt-T (1e-4, stage-wise 0.9).
+# drop path 0.1: the PoolFormerV2-S12 ImageNet training value (reference/architectures.md 2.4; no
+# downstream value is published for the MetaFormer baselines).
+_base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
+
+checkpoint_file = 'checkpoints/poolformerv2_s12.pth'  # ImageNet-1K PoolFormerV2-S12 (official sail-sg file)
+
+model = dict(
+    backbone=dict(
+        type='PoolFormerV2',
+        arch='s12',
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    decode_head=dict(in_channels=[64, 128, 320, 512]),
+    auxiliary_head=dict(in_channels=320))
+
+optim_wrapper = dict(optimizer=dict(lr=1e-4), paramwise_cfg=dict(decay_rate=0.9))

@@ -1,0 +1,128 @@
+"""The MetaFormer-baseline configs: complete, the stated recipe values, and they build in mmdet / mmseg."""
+import copy
+import glob
+import os.path as osp
+import re
+
+import pytest
+import torch
+
+from backbones import CAFormer, ConvFormer, IdentityFormer, PoolFormerV2, RandFormer
+from conftest import ROOT
+
+mmengine_config = pytest.importorskip('mmengine.config')
+Config = mmengine_config.Config
+
+FAMILIES = {'identityformer': IdentityFormer, 'randformer': RandFormer, 'poolformerv2': PoolFormerV2,
+            'convformer': ConvFormer, 'caformer': CAFormer}
+# reference/architectures.md 2.4, ImageNet training drop path (the stated rule: nothing downstream is published)
+DROP_PATH = {
+    'identityformer': dict(s12=0.1, s24=0.1, s36=0.2, m36=0.3, m48=0.4),
+    'poolformerv2': dict(s12=0.1, s24=0.1, s36=0.2, m36=0.3, m48=0.4),
+    'randformer': dict(s12=0.1, s24=0.1, s36=0.2, m36=0.3, m48=0.3),
+    'convformer': dict(s18=0.2, s36=0.3, m36=0.4, b36=0.6),
+    'caformer': dict(s18=0.15, s36=0.3, m36=0.4, b36=0.6),
+}
+ROW = dict(s12='T', s18='T', s24='T', s36='S', m36='S', m48='B', b36='B')  # ConvNeXt recipe row per size
+# (lr, layer-decay rate) per kind and ConvNeXt row (reference/recipes.md 1.1 / 2.1; Mask R-CNN S/B: base rule)
+RECIPE = {('maskrcnn', r): (1e-4, 0.95) for r in 'TSB'}
+RECIPE.update({('cascade', 'T'): (2e-4, 0.7), ('cascade', 'S'): (2e-4, 0.7), ('cascade', 'B'): (2e-4, 0.8)})
+RECIPE.update({('upernet', r): (1e-4, 0.9) for r in 'TSB'})
+NAME_RE = re.compile(r'^(?P<family>identityformer|randformer|poolformerv2|convformer|caformer)_'
+                     r'(?P<size>[a-z]\d+)_(?P<kind>maskrcnn|cascade|upernet)\.py$')
+PATHS = sorted(p for d in ('det', 'seg') for p in glob.glob(osp.join(ROOT, 'configs', d, '*.py'))
+               if NAME_RE.match(osp.basename(p)))
+
+
+def _parse(path):
+    m = NAME_RE.match(osp.basename(path))
+    return m['family'], m['size'], m['kind']
+
+
+def test_every_size_has_three_configs():
+    want = {f'{f}_{s}_{k}.py' for f, cls in FAMILIES.items() for s in cls.arch_settings
+            for k in ('maskrcnn', 'cascade', 'upernet')}
+    assert {osp.basename(p) for p in PATHS} == want and len(want) == 69
+
+
+@pytest.mark.parametrize('path', PATHS, ids=osp.basename)
+def test_config_values(path):
+    family, size, kind = _parse(path)
+    text = open(path).read()
+    row = ROW[size]
+    assert f'(here: {row})' in text and 's12/s18/s24 -> T, s36/m36 -> S, m48/b36 -> B' in text
+    cfg = Config.fromfile(path, import_custom_modules=False)
+    assert cfg.custom_imports.imports == ['segmentation' if kind == 'upernet' else 'detection']
+    bb = cfg.model.backbone
+    cls = FAMILIES[family]
+    assert bb.type == cls.__name__ and bb.arch == size
+    assert bb.drop_path_rate == DROP_PATH[family][size]
+    assert bb.init_cfg == dict(type='Pretrained', checkpoint=f'checkpoints/{family}_{size}.pth')
+    assert cfg.checkpoint_file == bb.init_cfg.checkpoint
+    assert tuple(bb.out_indices) == (0, 1, 2, 3) and bb.out_norm is True
+    if family == 'caformer':
+        assert bb.attn_impl == 'sdpa'
+    if family == 'randformer':
+        assert bb.rand_resample == 'bilinear'
+    dims = cls.arch_settings[size]['dims']
+    if kind == 'upernet':
+        assert list(cfg.model.decode_head.in_channels) == dims and cfg.model.auxiliary_head.in_channels == dims[2]
+        crop = [t for t in cfg.train_dataloader.dataset.pipeline if t['type'] == 'RandomCrop'][0]
+        assert tuple(crop['crop_size']) == (512, 512)
+        assert cfg.train_cfg.max_iters == 160000
+    else:
+        assert list(cfg.model.neck.in_channels) == dims
+        assert cfg.train_cfg.max_epochs == 36
+        assert cfg.model.type == ('CascadeRCNN' if kind == 'cascade' else 'MaskRCNN')
+    lr, decay = RECIPE[(kind, row)]
+    ow = cfg.optim_wrapper
+    assert ow.type == 'AmpOptimWrapper' and ow.constructor == 'LayerDecayOptimWrapperConstructor'
+    assert ow.optimizer.lr == lr and ow.paramwise_cfg.decay_rate == decay
+    assert ow.paramwise_cfg.decay_type == ('stage_wise' if kind == 'upernet' else 'layer_wise')
+    assert ow.optimizer.weight_decay == 0.05 and 'num_layers' not in ow.paramwise_cfg
+
+
+def _build(path, device):
+    cfg = Config.fromfile(path)  # runs custom_imports: registers the families
+    cfg.model.backbone.init_cfg = None
+    if cfg.default_scope == 'mmdet':
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    else:
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    from mmengine.registry import DefaultScope
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.device(device):
+        return cfg, MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('name', ['identityformer_s12_maskrcnn', 'poolformerv2_m48_cascade', 'convformer_b36_cascade',
+                                  'caformer_m36_upernet', 'randformer_s24_upernet'])
+def test_build_on_meta(name):
+    kind = 'seg' if name.endswith('upernet') else 'det'
+    cfg, model = _build(osp.join(ROOT, 'configs', kind, f'{name}.py'), 'meta')
+    family, size = name.split('_')[:2]
+    assert type(model.backbone) is FAMILIES[family] and model.backbone.arch_name == size
+    assert model.backbone.drop_path_rate == DROP_PATH[family][size]
+
+
+def test_randformer_detector_cpu_build_optimizer_and_forward():
+    """Real build: the layer-decay constructor leaves the frozen random matrices out, the forward runs at a
+    size whose grids differ from 14x14 / 7x7."""
+    from mmengine.optim import build_optim_wrapper
+    cfg, model = _build(osp.join(ROOT, 'configs', 'det', 'randformer_s12_maskrcnn.py'), 'cpu')
+    assert model.backbone.stages[2][0].token_mixer.resample == 'bilinear'
+    ow_cfg = copy.deepcopy(cfg.optim_wrapper)
+    ow_cfg.type = 'OptimWrapper'
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        ow = build_optim_wrapper(model, ow_cfg)
+    in_groups = {id(p) for g in ow.optimizer.param_groups for p in g['params']}
+    for n, p in model.named_parameters():
+        assert (id(p) in in_groups) == ('random_matrix' not in n), n
+    assert all(g['weight_decay'] == 0 for g in ow.optimizer.param_groups if all(p.ndim == 1 for p in g['params']))
+    model.eval()
+    with torch.no_grad():
+        feats = model.extract_feat(torch.zeros(1, 3, 96, 160))
+    assert len(feats) == 5 and all(torch.isfinite(f).all() for f in feats)
