@@ -1,0 +1,18 @@
+# Conv2Former-L + Mask R-CNN 3x (COCO), ImageNet-22K initialisation.
+# Not published for L: base rule (lr / decay of the ConvNeXt-T row,
+# drop path of conv2former_l_cascade.py).
+_base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
+
+checkpoint_file = 'checkpoints/conv2former_l_22k.pth'  # ImageNet-22K pre-trained Conv2Former-L
+
+model = dict(
+    backbone=dict(
+        type='Conv2Former',
+        arch='l',
+        drop_path_rate=0.7,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    neck=dict(in_channels=[128, 256, 512, 1024]))
+
+optim_wrapper = dict(
+    type='OptimWrapper',  # fp32 for L (the recipe uses fp16 except L/XL)
+    optimizer=dict(lr=1e-4), paramwise_cfg=dict(decay_rate=0.95))

@@ -1,0 +1,16 @@
+# Conv2Former-T + Cascade Mask R-CNN 3x (COCO), ImageNet-1K initialisation.
+# drop path: Conv2Former paper (T 0.2); lr / layer decay: Cascade 3x ConvNeXt-T.
+_base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
+
+checkpoint_file = 'checkpoints/conv2former_t_1k.pth'  # ImageNet-1K pre-trained Conv2Former-T
+
+model = dict(
+    backbone=dict(
+        type='Conv2Former',
+        arch='t',
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    neck=dict(in_channels=[72, 144, 288, 576]))
+
+optim_wrapper = dict(
+    optimizer=dict(lr=2e-4), paramwise_cfg=dict(decay_rate=0.7))

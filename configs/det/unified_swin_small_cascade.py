@@ -1,0 +1,18 @@
+# U-Swin small + Cascade Mask R-CNN 3x (COCO), ConvNeXt 3x recipe, ImageNet-1K initialisation.
+# Size -> ConvNeXt recipe row: micro/tiny -> T, small -> S, base -> B (here: S).
+# lr / layer decay: Cascade 3x ConvNeXt-S (2e-4, layer-wise 0.7).
+# drop path 0.2: the STM detection value for this size (micro 0.1, tiny/small 0.2, base 0.3).
+_base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
+
+checkpoint_file = 'checkpoints/unified_swin_small.pth'  # STM-Evaluation release (ImageNet-1K)
+
+model = dict(
+    backbone=dict(
+        type='UnifiedSwin',
+        arch='small',
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    neck=dict(in_channels=[96, 192, 384, 768]))
+
+optim_wrapper = dict(
+    optimizer=dict(lr=2e-4), paramwise_cfg=dict(decay_rate=0.7))

@@ -1,0 +1,126 @@
+"""The STM unified-model configs: complete, the stated recipe values (STM 1x protocol and the 3x / UperNet
+recipes of the existing bases), and they build in mmdet / mmseg."""
+import copy
+import glob
+import os.path as osp
+import re
+
+import pytest
+import torch
+
+from backbones import UnifiedConvNeXt, UnifiedDCNv3, UnifiedHalo, UnifiedPVT, UnifiedSwin
+from conftest import ROOT
+
+Config = pytest.importorskip('mmengine.config').Config
+
+MIXERS = {'halo': UnifiedHalo, 'pvt': UnifiedPVT, 'swin': UnifiedSwin, 'convnext': UnifiedConvNeXt,
+          'dcn_v3': UnifiedDCNv3}
+STEM = {'halo': 'unified_halonet', 'pvt': 'unified_pvt', 'swin': 'unified_swin', 'convnext': 'unified_convnext',
+        'dcn_v3': 'unified_internimage'}  # released file names
+SIZES = ('micro', 'tiny', 'small', 'base')
+DROP_PATH = dict(micro=0.1, tiny=0.2, small=0.2, base=0.3)  # reference/recipes.md 1.2 (STM)
+ROW = dict(micro='T', tiny='T', small='S', base='B')
+RECIPE = {('maskrcnn', r): (1e-4, 0.95) for r in 'TSB'}
+RECIPE.update({('cascade', 'T'): (2e-4, 0.7), ('cascade', 'S'): (2e-4, 0.7), ('cascade', 'B'): (2e-4, 0.8)})
+RECIPE.update({('upernet', r): (1e-4, 0.9) for r in 'TSB'})
+NAME_RE = re.compile(r'^unified_(?P<mixer>halo|pvt|swin|convnext|dcn_v3)_(?P<size>micro|tiny|small|base)_'
+                     r'(?P<kind>maskrcnn1x|maskrcnn|cascade|upernet)\.py$')
+PATHS = sorted(p for d in ('det', 'seg') for p in glob.glob(osp.join(ROOT, 'configs', d, 'unified_*.py')))
+
+
+def _parse(path):
+    m = NAME_RE.match(osp.basename(path))
+    assert m, osp.basename(path)
+    return m['mixer'], m['size'], m['kind']
+
+
+def test_every_mixer_and_size_has_four_configs():
+    want = {f'unified_{m}_{s}_{k}.py' for m in MIXERS for s in SIZES
+            for k in ('maskrcnn1x', 'maskrcnn', 'cascade', 'upernet')}
+    assert {osp.basename(p) for p in PATHS} == want and len(want) == 80
+
+
+@pytest.mark.parametrize('path', PATHS, ids=osp.basename)
+def test_config_values(path):
+    mixer, size, kind = _parse(path)
+    cfg = Config.fromfile(path, import_custom_modules=False)
+    assert cfg.custom_imports.imports == ['segmentation' if kind == 'upernet' else 'detection']
+    bb = cfg.model.backbone
+    cls = MIXERS[mixer]
+    assert bb.type == cls.__name__ and bb.arch == size and bb.drop_path_rate == DROP_PATH[size]
+    assert bb.init_cfg == dict(type='Pretrained', checkpoint=f'checkpoints/{STEM[mixer]}_{size}.pth')
+    assert cfg.checkpoint_file == bb.init_cfg.checkpoint
+    assert tuple(bb.out_indices) == (0, 1, 2, 3) and bb.out_norm is True
+    dims = cls.arch_settings[size]['dims']
+    ow = cfg.optim_wrapper
+    assert ow.constructor == 'LayerDecayOptimWrapperConstructor' and ow.optimizer.type == 'AdamW'
+    assert ow.optimizer.weight_decay == 0.05 and 'num_layers' not in ow.paramwise_cfg
+    if kind == 'upernet':
+        assert list(cfg.model.decode_head.in_channels) == dims and cfg.model.auxiliary_head.in_channels == dims[2]
+        assert cfg.train_cfg.max_iters == 160000
+    else:
+        assert list(cfg.model.neck.in_channels) == dims
+    if kind == 'maskrcnn1x':  # the published STM protocol (reference/recipes.md 1.2)
+        assert bb.stage_norms == 'skip'
+        assert cfg.model.type == 'MaskRCNN' and cfg.train_cfg.max_epochs == 12
+        warm, step = cfg.param_scheduler
+        assert warm.type == 'LinearLR' and warm.end == 1000 and not warm.by_epoch
+        assert step.type == 'MultiStepLR' and step.milestones == [8, 11] and step.end == 12
+        assert ow.type == 'OptimWrapper' and ow.optimizer.lr == 1e-4 and ow.paramwise_cfg.decay_rate == 1.0
+        pipe = [t.type for t in cfg.train_dataloader.dataset.pipeline]
+        assert pipe == ['LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'PackDetInputs']
+        resize = cfg.train_dataloader.dataset.pipeline[2]
+        assert tuple(resize.scale) == (1333, 800) and resize.keep_ratio
+        assert cfg.train_dataloader.batch_size == 2 and cfg.auto_scale_lr.base_batch_size == 16
+        assert cfg.model.data_preprocessor.pad_size_divisor == 32
+        return
+    lr, decay = RECIPE[(kind, ROW[size])]
+    assert ow.type == 'AmpOptimWrapper' and ow.optimizer.lr == lr and ow.paramwise_cfg.decay_rate == decay
+    assert ow.paramwise_cfg.decay_type == ('stage_wise' if kind == 'upernet' else 'layer_wise')
+    if kind != 'upernet':
+        assert cfg.train_cfg.max_epochs == 36
+        assert cfg.model.type == ('CascadeRCNN' if kind == 'cascade' else 'MaskRCNN')
+
+
+def _build(path, device):
+    cfg = Config.fromfile(path)  # runs custom_imports: registers the families
+    cfg.model.backbone.init_cfg = None
+    if cfg.default_scope == 'mmdet':
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    else:
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    from mmengine.registry import DefaultScope
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.device(device):
+        return cfg, MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('name', ['unified_halo_base_maskrcnn1x', 'unified_pvt_small_cascade',
+                                  'unified_swin_tiny_maskrcnn', 'unified_dcn_v3_base_upernet',
+                                  'unified_convnext_micro_upernet'])
+def test_build_on_meta(name):
+    cfg, model = _build(osp.join(ROOT, 'configs', 'seg' if name.endswith('upernet') else 'det', f'{name}.py'),
+                        'meta')
+    assert type(model.backbone).__name__ == cfg.model.backbone.type
+    assert model.backbone.arch_name == cfg.model.backbone.arch
+
+
+def test_stm_1x_optimizer_groups_and_forward():
+    """The STM 1x protocol: one lr everywhere (no layer decay); no decay on 1-D params and position tables."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+    cfg, model = _build(osp.join(ROOT, 'configs', 'det', 'unified_pvt_micro_maskrcnn1x.py'), 'cpu')
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        ow = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+    groups = ow.optimizer.param_groups
+    assert {g['lr'] for g in groups} == {1e-4}
+    wd = {n: g['weight_decay'] for g in groups for n in g['param_names']}
+    assert len(wd) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert wd['backbone.stages.0.0.pos_embed'] == 0 and wd['backbone.stages.0.0.attn.q.weight'] == 0.05
+    assert wd['backbone.stages.0.0.gamma_1'] == 0 and wd['backbone.out_norms.0.weight'] == 0
+    model.eval()
+    with torch.no_grad():
+        feats = model.extract_feat(torch.zeros(1, 3, 96, 160))
+    assert len(feats) == 5 and all(torch.isfinite(f).all() for f in feats)
