@@ -17,5 +17,6 @@ __all__ = ['MultiScaleBackbone', 'Conv2Former', 'build_backbone', 'list_backbone
 
 # Families register themselves on import; one line per family file (keep this block sorted).
 # -- family imports --
+from .convnext import ConvNeXt, ConvNeXtV2  # noqa: E402,F401
 from .metaformer import CAFormer, ConvFormer, IdentityFormer, PoolFormerV2, RandFormer  # noqa: E402,F401
 from .unified import UnifiedConvNeXt, UnifiedDCNv3, UnifiedHalo, UnifiedPVT, UnifiedSwin  # noqa: E402,F401

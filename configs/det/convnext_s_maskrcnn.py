@@ -1,0 +1,19 @@
+# ConvNeXt-S + Mask R-CNN 3x (COCO), ImageNet-1K initialisation.
+# Not published for S: base rule (lr 1e-4 / layer-wise decay 0.95 of the Mask R-CNN 3x
+# ConvNeXt-T row, drop path 0.6 of convnext_s_cascade.py).
+_base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
+
+# official ImageNet-1K ConvNeXt-S
+checkpoint_file = 'checkpoints/convnext_small_1k_224_ema.pth'
+
+model = dict(
+    backbone=dict(
+        type='ConvNeXt',
+        arch='s',
+        drop_path_rate=0.6,
+        layer_scale_init_value=1.0,  # as the published configs (the checkpoint overwrites it)
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    neck=dict(in_channels=[96, 192, 384, 768]))
+
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-4), paramwise_cfg=dict(decay_rate=0.95))

@@ -1,0 +1,19 @@
+# ConvNeXt-T + Mask R-CNN 3x (COCO), ImageNet-1K initialisation.
+# lr / layer decay / drop path: Mask R-CNN 3x ConvNeXt-T
+# (published: 1e-4, layer-wise 0.95, drop path 0.4).
+_base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
+
+# official ImageNet-1K ConvNeXt-T
+checkpoint_file = 'checkpoints/convnext_tiny_1k_224_ema.pth'
+
+model = dict(
+    backbone=dict(
+        type='ConvNeXt',
+        arch='t',
+        drop_path_rate=0.4,
+        layer_scale_init_value=1.0,  # as the published configs (the checkpoint overwrites it)
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    neck=dict(in_channels=[96, 192, 384, 768]))
+
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-4), paramwise_cfg=dict(decay_rate=0.95))

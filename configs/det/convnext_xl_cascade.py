@@ -1,0 +1,20 @@
+# ConvNeXt-XL + Cascade Mask R-CNN 3x (COCO), ImageNet-22K initialisation.
+# lr / layer decay / drop path: Cascade 3x ConvNeXt-XL (IN-22K)
+# (published: 1e-4, layer-wise 0.7, drop path 0.8).
+_base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
+
+# official ImageNet-22K ConvNeXt-XL
+checkpoint_file = 'checkpoints/convnext_xlarge_22k_224.pth'
+
+model = dict(
+    backbone=dict(
+        type='ConvNeXt',
+        arch='xl',
+        drop_path_rate=0.8,
+        layer_scale_init_value=1.0,  # as the published configs (the checkpoint overwrites it)
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    neck=dict(in_channels=[256, 512, 1024, 2048]))
+
+optim_wrapper = dict(
+    type='OptimWrapper',  # fp32: the ConvNeXt-XL recipe (fp16 except L/XL)
+    optimizer=dict(lr=1e-4), paramwise_cfg=dict(decay_rate=0.7))

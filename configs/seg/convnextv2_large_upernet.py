@@ -1,0 +1,23 @@
+# ConvNeXt V2-Large + UperNet 160k (ADE20K, 640x640 crops), FCMAE + ImageNet-22K fine-tuned initialisation.
+# ConvNeXt V2 publishes no per-model detection/segmentation values (recipes.md 1.2 / 2.1: swept,
+# choice not given), so the ConvNeXt recipe of the matching size is used:
+# atto/femto/pico/nano/tiny -> T, base -> B (IN-1K), large -> L, huge -> XL (here: L).
+# crop / lr / layer decay / drop path: UperNet ConvNeXt-L (IN-22K, 640)
+# (published ConvNeXt row: 640, 1e-4, stage-wise 0.9, drop path 0.4).
+_base_ = '../_base_/seg/upernet_160k_ade20k-640x640.py'
+
+# official FCMAE + ImageNet-22K fine-tuned ConvNeXt V2-Large
+checkpoint_file = 'checkpoints/convnextv2_large_22k_224_ema.pt'
+
+model = dict(
+    backbone=dict(
+        type='ConvNeXtV2',
+        arch='large',
+        drop_path_rate=0.4,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    decode_head=dict(in_channels=[192, 384, 768, 1536]),
+    auxiliary_head=dict(in_channels=768))
+
+optim_wrapper = dict(
+    type='OptimWrapper',  # fp32: the ConvNeXt-L recipe (fp16 except L/XL)
+    optimizer=dict(lr=1e-4), paramwise_cfg=dict(decay_rate=0.9))
