@@ -39,7 +39,11 @@ def register(models, optim_constructors) -> None:
             raise KeyError(f'{models.scope} MODELS already has a different {name!r} ({existing.__module__}); '
                            f'refusing to shadow it')
         models.register_module(name=name, module=cls)
+    # The constructor also goes into mmengine's root registry, which every scope falls back to: mmengine's
+    # build_optim_wrapper() called outside an mmdet/mmseg default scope looks only there.
+    from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as ROOT_CONSTRUCTORS
     name = LayerDecayOptimWrapperConstructor.__name__
-    if optim_constructors.module_dict.get(name) is not LayerDecayOptimWrapperConstructor:
-        optim_constructors.register_module(name=name, module=LayerDecayOptimWrapperConstructor)
+    for registry in (optim_constructors, ROOT_CONSTRUCTORS):
+        if registry.module_dict.get(name) is not LayerDecayOptimWrapperConstructor:
+            registry.register_module(name=name, module=LayerDecayOptimWrapperConstructor)
     _bridge_logging()

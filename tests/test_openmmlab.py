@@ -133,3 +133,22 @@ def test_layer_decay_constructor_registered_and_applied(scope):
     assert lr(bb.stages[3][0].attn.v.weight) == pytest.approx(1e-4 * 0.9)  # last stage: id num_layers
     assert lr(bb.stages[2][8].attn.v.weight) == pytest.approx(1e-4 * 0.9 ** 2)  # 3 + 8 // 3 = 5
     assert len(groups) == sum(1 for p in model.parameters())
+
+
+def test_constructor_found_outside_any_default_scope():
+    """mmengine's build_optim_wrapper outside an mmdet/mmseg scope must still find the constructor."""
+    import detection  # noqa: F401
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+    from backbones import Conv2Former
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = Conv2Former(arch=dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32]))
+
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        wrapper = build_optim_wrapper(Toy(), dict(
+            type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
+            constructor='LayerDecayOptimWrapperConstructor', paramwise_cfg=dict(decay_rate=0.9)))
+    assert len({g['lr'] for g in wrapper.optimizer.param_groups}) > 1

@@ -1,0 +1,84 @@
+# Toy UperNet for CPU demos and tests: the real conv2former_n_upernet.py recipe with the data,
+# resolution, schedule and model width swapped for the synthetic shapes set (tools/make_toy_data.py,
+# ADE20K layout, classes background / circle / square / triangle, images ~256x256). Trains from
+# scratch in minutes on 2 CPU cores:
+#   python tools/make_toy_data.py --out data/toy
+#   python tools/train.py configs/toy/conv2former_toy_upernet.py --work-dir work_dirs/toy_seg
+_base_ = '../seg/conv2former_n_upernet.py'
+
+data_root = 'data/toy/ade/ADEChallengeData2016'
+metainfo = dict(
+    classes=('background', 'circle', 'square', 'triangle'),
+    palette=[[120, 120, 120], [255, 0, 0], [0, 255, 0], [0, 0, 255]])
+crop_size = (256, 256)
+max_iters = 600
+base_lr = 1e-3
+norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN -> BN: single process / CPU
+
+# A small Conv2Former trained from scratch (no pretrained weights offline); thin heads.
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        arch=dict(_delete_=True, depths=[1, 1, 2, 1], dims=[32, 64, 128, 256], kernel_size=7),
+        drop_path_rate=0.0,
+        norm_eval=False,  # from scratch: let the stem BN learn its statistics
+        init_cfg=None),
+    decode_head=dict(
+        in_channels=[32, 64, 128, 256], channels=64, num_classes=4, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=128, channels=32, num_classes=4, norm_cfg=norm_cfg),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(171, 171)))
+
+# ADE20KDataset only accepts (a subset of) the 150 ADE classes: use BaseSegDataset with the
+# ADE conventions (label 0 = ignored, reduce_zero_label=True) and PNG images.
+toy_dataset = dict(
+    type='BaseSegDataset',
+    data_root=data_root,
+    metainfo=metainfo,
+    reduce_zero_label=True,
+    img_suffix='.png',
+    seg_map_suffix='.png')
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=(320, 256), ratio_range=(0.75, 1.5), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(320, 256), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs')
+]
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    dataset=dict(
+        toy_dataset,
+        data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=1,
+    dataset=dict(
+        toy_dataset,
+        data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=50, end=max_iters)
+]
+optim_wrapper = dict(
+    type='OptimWrapper',  # fp32: AMP needs a GPU
+    optimizer=dict(lr=base_lr),
+    paramwise_cfg=dict(decay_rate=0.9))
+
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+log_processor = dict(window_size=10)
