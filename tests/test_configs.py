@@ -1,14 +1,21 @@
-"""The shipped configs: they parse, carry the published recipe values, and build.
+"""The shipped configs: they parse, name a registered backbone, wire its channels into the neck /
+heads, carry the published recipe values, and build.
 
-Every config under configs/det and configs/seg is checked against the recipe table below (the
-values and their sources are documented in the configs and configs/_base_); models are built on
-torch's meta device (no memory, no weights) for every size and on the CPU for N and T.
+* every config under configs/det and configs/seg (all families): parses with its custom_imports,
+  names a backbone family + arch that match the file name, neck / decode-head in_channels equal the
+  backbone's out_channels, one ``checkpoint_file`` feeds init_cfg, no mmpretrain left over;
+* the recipe bases: ConvNeXt 3x COCO (Mask R-CNN and Cascade) and UperNet 160k ADE20K values;
+* Conv2Former: the per-size table of lr / layer decay / drop path / precision / checkpoint;
+* building: on torch's meta device the two smallest sizes of every family and task (every size
+  for Conv2Former), on the CPU the Conv2Former N and T models with the layer-decay optimizer;
+* the toy configs inherit the real N configs and swap what the CPU demo needs.
 """
 import copy
 import glob
 import os.path as osp
 import re
 import sys
+from collections import defaultdict
 
 import pytest
 import torch
@@ -19,38 +26,29 @@ if ROOT not in sys.path:
 
 from mmengine.config import Config  # noqa: E402
 
-# The Conv2Former configs of the foundation; every other family checks its own (tests/test_<family>_configs.py).
-DET_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'det', 'conv2former_*.py')))
-SEG_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'seg', 'conv2former_*.py')))
+from backbones import families  # noqa: E402
+
+DET_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'det', '*.py')))
+SEG_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'seg', '*.py')))
 TOY_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'toy', '*.py')))
 MODEL_CONFIGS = DET_CONFIGS + SEG_CONFIGS
-NAME_RE = re.compile(r'^conv2former_(?P<size>n|t|s|b|l)_(?P<kind>maskrcnn|cascade|upernet)\.py$')
-
-OUT_CHANNELS = {'n': [64, 128, 256, 512], 't': [72, 144, 288, 576], 's': [72, 144, 288, 576],
-                'b': [96, 192, 384, 768], 'l': [128, 256, 512, 1024]}
-
-# (lr, layer-decay rate, drop path) per config; see the config files for the sources.
-RECIPE = {
-    ('maskrcnn', 'n'): (1e-4, 0.95, 0.4), ('maskrcnn', 't'): (1e-4, 0.95, 0.4),
-    ('maskrcnn', 's'): (1e-4, 0.95, 0.6), ('maskrcnn', 'b'): (1e-4, 0.95, 0.9),
-    ('maskrcnn', 'l'): (1e-4, 0.95, 0.7),
-    ('cascade', 'n'): (2e-4, 0.7, 0.4), ('cascade', 't'): (2e-4, 0.7, 0.2),
-    ('cascade', 's'): (2e-4, 0.7, 0.6), ('cascade', 'b'): (2e-4, 0.8, 0.9),
-    ('cascade', 'l'): (1e-4, 0.7, 0.7),
-    ('upernet', 'n'): (1e-4, 0.9, 0.4), ('upernet', 't'): (1e-4, 0.9, 0.4),
-    ('upernet', 's'): (1e-4, 0.9, 0.3), ('upernet', 'b'): (1e-4, 0.9, 0.4),
-    ('upernet', 'l'): (1e-4, 0.9, 0.4),
-}
+KINDS = ('maskrcnn1x', 'maskrcnn', 'cascade', 'upernet')
+FAMILY_BY_PREFIX = {cls.family: cls for cls in families().values()}
 
 
 def _name(path):
     return osp.basename(path)
 
 
-def _parse(path):
-    m = NAME_RE.match(_name(path))
-    assert m, f'unexpected config name {_name(path)}'
-    return m['size'], m['kind']
+def split_name(path):
+    """'conv2former_t_cascade.py' -> (Conv2Former class, 't', 'cascade')."""
+    stem = _name(path)[:-3]
+    kind = next((k for k in KINDS if stem.endswith('_' + k)), None)
+    assert kind, f'{_name(path)}: the name must end with one of {KINDS}'
+    stem = stem[:-len(kind) - 1]
+    family = max((f for f in FAMILY_BY_PREFIX if stem.startswith(f + '_')), key=len, default=None)
+    assert family, f'{_name(path)}: no backbone family prefix (known: {sorted(FAMILY_BY_PREFIX)})'
+    return FAMILY_BY_PREFIX[family], stem[len(family) + 1:], kind
 
 
 _CACHE = {}
@@ -58,70 +56,82 @@ _CACHE = {}
 
 def load(path):
     if path not in _CACHE:
-        _CACHE[path] = Config.fromfile(path)  # also runs custom_imports
+        _CACHE[path] = Config.fromfile(path)  # also runs custom_imports (registers the backbones)
     return _CACHE[path]
 
 
-def test_config_set_is_complete():
-    names = {_name(p) for p in MODEL_CONFIGS}
-    want = {f'conv2former_{s}_{k}.py' for s in 'ntsbl' for k in ('maskrcnn', 'cascade', 'upernet')}
-    assert names == want
+def base_of(path):
+    m = re.search(r"^_base_ = '([^']+)'", open(path).read(), re.M)
+    return osp.basename(m.group(1)) if m else None
 
 
-@pytest.mark.parametrize('path', MODEL_CONFIGS, ids=_name)
-def test_config_structure(path):
-    size, kind = _parse(path)
-    cfg = load(path)
-    task = 'segmentation' if kind == 'upernet' else 'detection'
-    scope = 'mmseg' if kind == 'upernet' else 'mmdet'
-    assert cfg.default_scope == scope
-    assert cfg.custom_imports == dict(imports=[task], allow_failed_imports=False)
-
+def out_channels(cfg):
     bb = cfg.model.backbone
-    assert bb.type == 'Conv2Former' and bb.arch == size
-    assert tuple(bb.out_indices) == (0, 1, 2, 3)
-    assert bb.norm_eval is True  # BN stem + 2 images/GPU: keep the ImageNet statistics
-    assert 'prefix' not in bb.init_cfg and bb.init_cfg.type == 'Pretrained'
-    pretrain = '22k' if size == 'l' else '1k'
-    assert bb.init_cfg.checkpoint == cfg.checkpoint_file == f'checkpoints/conv2former_{size}_{pretrain}.pth'
+    cls = families()[bb.type]
+    _, settings = cls.resolve_arch(bb.arch)
+    return [settings['dims'][i] for i in bb.get('out_indices', (0, 1, 2, 3))]
 
-    if kind == 'upernet':
-        assert list(cfg.model.decode_head.in_channels) == OUT_CHANNELS[size]
-        assert cfg.model.auxiliary_head.in_channels == OUT_CHANNELS[size][2]
-        assert cfg.model.auxiliary_head.in_index == 2
+
+# ------------------------------------------------------------------------- every config
+@pytest.mark.parametrize('path', MODEL_CONFIGS, ids=_name)
+def test_config_consistent(path):
+    cls, arch, kind = split_name(path)
+    cfg = load(path)
+    det = osp.basename(osp.dirname(path)) == 'det'
+    assert kind != 'upernet' if det else kind == 'upernet'
+    assert cfg.default_scope == ('mmdet' if det else 'mmseg')
+    assert cfg.custom_imports == dict(imports=['detection' if det else 'segmentation'],
+                                      allow_failed_imports=False)
+    bb = cfg.model.backbone
+    assert bb.type == cls.__name__
+    assert cls.resolve_arch(bb.arch)[0] == cls.resolve_arch(arch)[0], 'arch differs from the file name'
+    out = out_channels(cfg)
+    if det:
+        assert list(cfg.model.neck.in_channels) == out
     else:
-        assert list(cfg.model.neck.in_channels) == OUT_CHANNELS[size]
-
-    lr, decay, dp = RECIPE[(kind, size)]
-    assert bb.drop_path_rate == dp
-    ow = cfg.optim_wrapper
-    assert ow.constructor == 'LayerDecayOptimWrapperConstructor'
-    assert 'num_layers' not in ow.paramwise_cfg  # derived from the backbone
-    assert ow.paramwise_cfg.decay_rate == decay
-    assert ow.paramwise_cfg.decay_type == ('stage_wise' if kind == 'upernet' else 'layer_wise')
-    assert ow.optimizer.type == 'AdamW' and ow.optimizer.lr == lr
-    assert ow.optimizer.weight_decay == 0.05 and tuple(ow.optimizer.betas) == (0.9, 0.999)
-    fp32 = size == 'l' and kind != 'upernet'  # detection recipe: fp16 except L
-    assert ow.type == ('OptimWrapper' if fp32 else 'AmpOptimWrapper')
-    assert cfg.train_dataloader.batch_size == 2
-    assert 'mmpretrain' not in cfg.pretty_text
+        assert list(cfg.model.decode_head.in_channels) == out
+        assert cfg.model.auxiliary_head.in_channels == out[cfg.model.auxiliary_head.in_index]
+    # one obvious place names the checkpoint
+    assert isinstance(cfg.checkpoint_file, str) and cfg.checkpoint_file.startswith('checkpoints/')
+    assert bb.init_cfg == dict(type='Pretrained', checkpoint=cfg.checkpoint_file)
+    assert cfg.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+    assert 'mmpretrain' not in str(cfg.to_dict())  # (pretty_text would cost 0.7 s per config)
 
 
-@pytest.mark.parametrize('path', DET_CONFIGS, ids=_name)
-def test_det_recipe(path):
-    size, kind = _parse(path)
+def test_every_config_uses_a_recipe_base():
+    bases = {_name(p): base_of(p) for p in MODEL_CONFIGS}
+    known = {'mask-rcnn_fpn_3x_coco.py', 'cascade-mask-rcnn_fpn_3x_coco.py',
+             'mask-rcnn_fpn_1x_coco_stm.py', 'upernet_160k_ade20k-512x512.py',
+             'upernet_160k_ade20k-640x640.py'}
+    assert {n: b for n, b in bases.items() if b not in known} == {}
+
+
+# ------------------------------------------------------------------------- recipe bases
+@pytest.mark.parametrize(
+    'path', [p for p in DET_CONFIGS if '3x' in base_of(p)], ids=_name)
+def test_det_3x_recipe(path):
+    _, _, kind = split_name(path)
     cfg = load(path)
     assert cfg.train_cfg.max_epochs == 36
+    assert cfg.train_dataloader.batch_size == 2
     warmup, steps = cfg.param_scheduler
     assert warmup.type == 'LinearLR' and warmup.end == 500 and not warmup.by_epoch
+    assert warmup.start_factor == 0.001
     assert steps.type == 'MultiStepLR' and list(steps.milestones) == [27, 33] and steps.gamma == 0.1
-    branches = cfg.train_dataloader.dataset.pipeline[3]['transforms']
-    assert cfg.train_dataloader.dataset.pipeline[3]['type'] == 'RandomChoice' and len(branches) == 2
-    assert [s[0] for s in branches[0][0]['scales']] == list(range(480, 801, 32))
-    assert branches[1][1]['type'] == 'RandomCrop' and tuple(branches[1][1]['crop_size']) == (384, 600)
+    choice = cfg.train_dataloader.dataset.pipeline[3]
+    assert choice['type'] == 'RandomChoice' and len(choice['transforms']) == 2
+    branch_a, branch_b = choice['transforms']
+    assert [s[0] for s in branch_a[0]['scales']] == list(range(480, 801, 32))
+    assert [s[0] for s in branch_b[0]['scales']] == [400, 500, 600]
+    assert branch_b[1]['type'] == 'RandomCrop' and tuple(branch_b[1]['crop_size']) == (384, 600)
     resize = [t for t in cfg.test_dataloader.dataset.pipeline if t['type'] == 'Resize'][0]
     assert tuple(resize['scale']) == (1333, 800)
-    assert cfg.val_evaluator.ann_file.startswith('data/coco/')
+    assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
+    assert tuple(cfg.optim_wrapper.optimizer.betas) == (0.9, 0.999)
+    assert cfg.optim_wrapper.paramwise_cfg.decay_type == 'layer_wise'
+    assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
+    assert cfg.val_evaluator.ann_file == 'data/coco/annotations/instances_val2017.json'
     if kind == 'cascade':
         heads = cfg.model.roi_head.bbox_head
         assert cfg.model.type == 'CascadeRCNN' and len(heads) == 3
@@ -136,31 +146,31 @@ def test_det_recipe(path):
 
 
 @pytest.mark.parametrize('path', SEG_CONFIGS, ids=_name)
-def test_seg_recipe(path):
-    size, _ = _parse(path)
+def test_seg_160k_recipe(path):
     cfg = load(path)
-    crop = 640 if size == 'l' else 512
+    crop = 640 if '640' in base_of(path) else 512
     assert cfg.train_cfg.max_iters == 160000
+    assert cfg.train_dataloader.batch_size == 2
     warmup, poly = cfg.param_scheduler
     assert warmup.type == 'LinearLR' and warmup.end == 1500
     assert poly.type == 'PolyLR' and poly.power == 1.0 and poly.eta_min == 0.0
     assert poly.begin == 1500 and poly.end == 160000
     crop_t = [t for t in cfg.train_dataloader.dataset.pipeline if t['type'] == 'RandomCrop'][0]
     assert tuple(crop_t['crop_size']) == (crop, crop)
+    resize = [t for t in cfg.train_dataloader.dataset.pipeline if t['type'] == 'RandomResize'][0]
+    assert tuple(resize['scale']) == (4 * crop, crop) and tuple(resize['ratio_range']) == (0.5, 2.0)
     assert tuple(cfg.model.data_preprocessor.size) == (crop, crop)
     assert cfg.model.test_cfg.mode == 'slide'
     assert tuple(cfg.model.test_cfg.crop_size) == (crop, crop)
     assert tuple(cfg.model.test_cfg.stride) == ((341, 341) if crop == 512 else (426, 426))
     assert cfg.model.decode_head.type == 'UPerHead' and cfg.model.decode_head.channels == 512
+    assert cfg.model.auxiliary_head.in_index == 2
     assert cfg.model.auxiliary_head.loss_decode.loss_weight == 0.4
     for head in (cfg.model.decode_head, cfg.model.auxiliary_head):
         assert head.norm_cfg.type == 'SyncBN' and head.num_classes == 150
+    ow = cfg.optim_wrapper
+    assert ow.optimizer.weight_decay == 0.05 and ow.paramwise_cfg.decay_type == 'stage_wise'
     assert cfg.train_dataloader.dataset.data_root == 'data/ade/ADEChallengeData2016'
-
-
-def _shared_part(path, keys):
-    cfg = Config.fromfile(path, import_custom_modules=False)
-    return {k: cfg[k] for k in keys}
 
 
 @pytest.mark.parametrize('pair,keys', [
@@ -170,21 +180,65 @@ def _shared_part(path, keys):
      ('custom_imports', 'param_scheduler', 'train_cfg', 'optim_wrapper')),
 ])
 def test_base_configs_in_sync(pair, keys):
-    """The recipe overrides are written twice (mmengine cannot merge two bases that both define
+    """The recipe overrides are written twice (mmengine refuses two bases that both define
     ``model``); make sure the copies agree."""
-    a, b = (osp.join(ROOT, 'configs', '_base_', p) for p in pair)
-    if 'train_dataloader' in keys:  # same pipeline and batch size
-        ca, cb = _shared_part(a, keys), _shared_part(b, keys)
-        assert ca.pop('train_dataloader') == cb.pop('train_dataloader')
-        assert ca == cb
-    else:
-        assert _shared_part(a, keys) == _shared_part(b, keys)
-    bb_a = Config.fromfile(a, import_custom_modules=False).model.backbone
-    bb_b = Config.fromfile(b, import_custom_modules=False).model.backbone
-    assert bb_a == bb_b
+    a, b = (Config.fromfile(osp.join(ROOT, 'configs', '_base_', p), import_custom_modules=False)
+            for p in pair)
+    for key in keys:
+        assert a[key] == b[key], key
+    assert a.model.backbone == b.model.backbone
+    assert a.optim_wrapper.optimizer.keys() == b.optim_wrapper.optimizer.keys()
 
 
+# ------------------------------------------------------------------------- Conv2Former table
+C2F_OUT = {'n': [64, 128, 256, 512], 't': [72, 144, 288, 576], 's': [72, 144, 288, 576],
+           'b': [96, 192, 384, 768], 'l': [128, 256, 512, 1024]}
+# (lr, layer-decay rate, drop path) per config; sources in the config files and their bases
+C2F_RECIPE = {
+    ('maskrcnn', 'n'): (1e-4, 0.95, 0.4), ('maskrcnn', 't'): (1e-4, 0.95, 0.4),
+    ('maskrcnn', 's'): (1e-4, 0.95, 0.6), ('maskrcnn', 'b'): (1e-4, 0.95, 0.9),
+    ('maskrcnn', 'l'): (1e-4, 0.95, 0.7),
+    ('cascade', 'n'): (2e-4, 0.7, 0.4), ('cascade', 't'): (2e-4, 0.7, 0.2),
+    ('cascade', 's'): (2e-4, 0.7, 0.6), ('cascade', 'b'): (2e-4, 0.8, 0.9),
+    ('cascade', 'l'): (1e-4, 0.7, 0.7),
+    ('upernet', 'n'): (1e-4, 0.9, 0.4), ('upernet', 't'): (1e-4, 0.9, 0.4),
+    ('upernet', 's'): (1e-4, 0.9, 0.3), ('upernet', 'b'): (1e-4, 0.9, 0.4),
+    ('upernet', 'l'): (1e-4, 0.9, 0.4),
+}
+C2F_CONFIGS = [p for p in MODEL_CONFIGS if _name(p).startswith('conv2former_')]
+
+
+def test_conv2former_config_set_is_complete():
+    want = {f'conv2former_{s}_{k}.py' for s in 'ntsbl' for k in ('maskrcnn', 'cascade', 'upernet')}
+    assert {_name(p) for p in C2F_CONFIGS} == want
+
+
+@pytest.mark.parametrize('path', C2F_CONFIGS, ids=_name)
+def test_conv2former_recipe(path):
+    _, size, kind = split_name(path)
+    cfg = load(path)
+    bb = cfg.model.backbone
+    assert bb.arch == size and out_channels(cfg) == C2F_OUT[size]
+    assert bb.norm_eval is True  # BN stem + 2 images/GPU: keep the ImageNet statistics
+    pretrain = '22k' if size == 'l' else '1k'
+    assert cfg.checkpoint_file == f'checkpoints/conv2former_{size}_{pretrain}.pth'
+    lr, decay, dp = C2F_RECIPE[(kind, size)]
+    ow = cfg.optim_wrapper
+    assert bb.drop_path_rate == dp
+    assert ow.optimizer.lr == lr and ow.paramwise_cfg.decay_rate == decay
+    assert 'num_layers' not in ow.paramwise_cfg  # derived from the backbone
+    fp32 = size == 'l' and kind != 'upernet'  # detection recipe: fp16 except L
+    assert ow.type == ('OptimWrapper' if fp32 else 'AmpOptimWrapper')
+    assert base_of(path) == {'maskrcnn': 'mask-rcnn_fpn_3x_coco.py',
+                             'cascade': 'cascade-mask-rcnn_fpn_3x_coco.py',
+                             'upernet': ('upernet_160k_ade20k-640x640.py' if size == 'l'
+                                         else 'upernet_160k_ade20k-512x512.py')}[kind]
+
+
+# ------------------------------------------------------------------------- building
 def _build(cfg, device):
+    from mmengine.registry import DefaultScope
+
     cfg = copy.deepcopy(cfg)
     cfg.model.backbone.init_cfg = None
     if cfg.default_scope == 'mmdet':
@@ -193,37 +247,43 @@ def _build(cfg, device):
     else:
         from mmseg.registry import MODELS
         from mmseg.utils import register_all_modules
-    from mmengine.registry import DefaultScope
-
     register_all_modules(init_default_scope=False)
     with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.device(device):
         return MODELS.build(cfg.model)
 
 
-@pytest.mark.parametrize('path', MODEL_CONFIGS, ids=_name)
+def _smallest_two_per_family_and_kind():
+    groups = defaultdict(list)
+    for p in MODEL_CONFIGS:
+        cls, arch, kind = split_name(p)
+        order = list(cls.arch_settings).index(cls.resolve_arch(arch)[0])
+        groups[(cls.__name__, kind)].append((order, p))
+    picked = {p for g in groups.values() for _, p in sorted(g)[:2]}
+    return sorted(picked | set(C2F_CONFIGS))
+
+
+@pytest.mark.parametrize('path', _smallest_two_per_family_and_kind(), ids=_name)
 def test_build_model_meta(path):
-    size, _ = _parse(path)
-    model = _build(load(path), 'meta')
-    assert list(model.backbone.out_channels) == OUT_CHANNELS[size]
-    assert model.backbone.norm_eval
+    cfg = load(path)
+    model = _build(cfg, 'meta')
+    assert list(model.backbone.out_channels) == out_channels(cfg)
 
 
 @pytest.mark.parametrize(
-    'path', [p for p in MODEL_CONFIGS if _parse(p)[0] in 'nt'], ids=_name)
-def test_build_model_and_optimizer_cpu(path):
-    """Real CPU build for the small sizes, with the layer-decay optimizer and a forward pass."""
+    'path', [p for p in C2F_CONFIGS if split_name(p)[1] in 'nt'], ids=_name)
+def test_build_conv2former_cpu_with_optimizer(path):
+    """Real CPU build of the small sizes, the layer-decay optimizer, and a forward pass."""
     from mmengine.optim import build_optim_wrapper
 
     cfg = load(path)
     model = _build(cfg, 'cpu')
     ow_cfg = copy.deepcopy(cfg.optim_wrapper)
     ow_cfg.type = 'OptimWrapper'  # AMP needs a GPU
-    ow = build_optim_wrapper(model, ow_cfg)
-    groups = ow.optimizer.param_groups
-    n_params = sum(len(g['params']) for g in groups)
-    assert n_params == sum(1 for p in model.parameters() if p.requires_grad)
+    groups = build_optim_wrapper(model, ow_cfg).optimizer.param_groups
+    assert sum(len(g['params']) for g in groups) == sum(
+        1 for p in model.parameters() if p.requires_grad)
     lrs = sorted({g['lr'] for g in groups})
-    assert max(lrs) == pytest.approx(cfg.optim_wrapper.optimizer.lr)  # heads: base lr
+    assert max(lrs) == pytest.approx(cfg.optim_wrapper.optimizer.lr)  # neck / heads: base lr
     assert min(lrs) < max(lrs)  # the backbone's lower layers decay
     assert all(g['weight_decay'] == 0 for g in groups if all(p.ndim == 1 for p in g['params']))
 
@@ -233,29 +293,30 @@ def test_build_model_and_optimizer_cpu(path):
     if cfg.default_scope == 'mmdet':
         assert len(feats) == 5 and feats[0].shape[1] == 256  # FPN levels
     else:
-        assert len(feats) == 4 and [f.shape[1] for f in feats] == OUT_CHANNELS[_parse(path)[0]]
+        assert [f.shape[1] for f in feats] == out_channels(cfg)
 
 
+# ------------------------------------------------------------------------- toy configs
 @pytest.mark.parametrize('path', TOY_CONFIGS, ids=_name)
 def test_toy_configs(path):
     """Toy configs inherit the real N configs and swap data, schedule, precision, BN, weights."""
-    text = open(path).read()
-    kind = 'det' if 'maskrcnn' in _name(path) else 'seg'
-    parent = '../det/conv2former_n_maskrcnn.py' if kind == 'det' else '../seg/conv2former_n_upernet.py'
-    assert f"_base_ = '{parent}'" in text
+    det = 'maskrcnn' in _name(path)
+    parent = 'det/conv2former_n_maskrcnn.py' if det else 'seg/conv2former_n_upernet.py'
+    assert f"_base_ = '../{parent}'" in open(path).read()
     cfg = load(path)
-    assert cfg.custom_imports.imports == ['detection' if kind == 'det' else 'segmentation']
+    assert cfg.custom_imports.imports == ['detection' if det else 'segmentation']
     bb = cfg.model.backbone
     assert bb.type == 'Conv2Former' and isinstance(bb.arch, dict) and bb.init_cfg is None
     assert cfg.optim_wrapper.type == 'OptimWrapper'
     assert cfg.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
     assert 'SyncBN' not in str(cfg.model)
-    assert 'data/toy/' in cfg.train_dataloader.dataset.data_root
+    assert cfg.train_dataloader.dataset.data_root.startswith('data/toy/')
     model = _build(cfg, 'meta')
     out = list(model.backbone.out_channels)
-    if kind == 'det':
+    if det:
         assert list(cfg.model.neck.in_channels) == out
         assert cfg.model.roi_head.bbox_head.num_classes == 3
+        assert cfg.model.roi_head.mask_head.num_classes == 3
         assert cfg.val_evaluator.ann_file.startswith('data/toy/coco/')
     else:
         assert list(cfg.model.decode_head.in_channels) == out
