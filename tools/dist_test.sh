@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Distributed testing on one or more nodes with torchrun (torch.distributed.run).
 #   tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py ARGS...]
-# Environment: NNODES (default 1), NODE_RANK (0), MASTER_ADDR (127.0.0.1), PORT (on a single node a
-# free port is picked when unset, so two jobs on one machine do not collide; 29500 for multi-node),
-# PYTHON (default: the project's .venv/bin/python if present, else python).
+# Environment: NNODES, NODE_RANK, MASTER_ADDR, PORT, PYTHON (see tools/_torchrun.sh).
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: $0 CONFIG CHECKPOINT GPUS [test.py args...]" >&2
@@ -13,26 +11,5 @@ CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
 shift 3
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
-fi
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-if [ -z "${PORT:-}" ]; then
-  if [ "$NNODES" -gt 1 ]; then
-    PORT=29500
-  else
-    PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-  fi
-fi
-echo "[dist_test] nodes=$NNODES node_rank=$NODE_RANK procs_per_node=$GPUS master=$MASTER_ADDR port=$PORT"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PYTHON" -m torch.distributed.run \
-  --nnodes="$NNODES" \
-  --node_rank="$NODE_RANK" \
-  --master_addr="$MASTER_ADDR" \
-  --master_port="$PORT" \
-  --nproc_per_node="$GPUS" \
-  "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"
+exec bash "$(dirname "${BASH_SOURCE[0]}")/_torchrun.sh" dist_test "$GPUS" test.py "$CONFIG" "$CHECKPOINT" \
+  --launcher pytorch "$@"
