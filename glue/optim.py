@@ -1,5 +1,5 @@
 """Layer-wise learning-rate decay for every backbone of the table (driven by ``get_layer_depth``)."""
-from typing import List
+from typing import List, Optional
 
 import torch.nn as nn
 from mmengine.logging import print_log
@@ -16,8 +16,16 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     the backbone (neck, heads) gets the base lr. ``decay_type``: ``layer_wise`` (ConvNeXt's detection rule),
     ``stage_wise`` (ConvNeXt's segmentation rule) or ``block_wise``. ``num_layers`` defaults to the
     backbone's own (``backbone.num_layers(decay_type)``). 1-D parameters (norms, biases, layer scales),
-    and the backbone's ``no_weight_decay()`` names (position tables), get no weight decay.
+    backbone vectors stored in a broadcast shape (one dimension larger than 1: layer scales such as
+    ``gamma_1`` [1, C, 1, 1] of the unified ConvNeXt / Halo blocks, GRN's [1, 1, 1, C]), and the backbone's
+    ``no_weight_decay()`` names (position tables), get no weight decay. ``paramwise_cfg`` may be omitted
+    (rate 1.0: no layer decay, the weight-decay rules still apply).
     """
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
+        # mmengine's __call__ skips add_params() when paramwise_cfg is empty, which would silently give
+        # weight decay to every norm, bias and layer scale: always take the param-wise path.
+        super().__init__(optim_wrapper_cfg, paramwise_cfg or dict(decay_rate=1.0, decay_type='layer_wise'))
 
     def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
         cfg = dict(self.paramwise_cfg or {})
@@ -35,7 +43,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
-            if param.ndim == 1 or name.endswith('.bias') or name in no_wd:
+            vector = name.startswith('backbone.') and sum(d > 1 for d in param.shape) <= 1
+            if param.ndim == 1 or name.endswith('.bias') or name in no_wd or vector:
                 group, wd = 'no_decay', 0.0
             else:
                 group, wd = 'decay', self.base_wd
