@@ -18,10 +18,6 @@ norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN -> BN: single process /
 # A small Conv2Former trained from scratch (no pretrained weights offline); thin heads.
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    # Kaiming (fan_in) init of every Conv2d before the heads apply their own inits: the backbone
-    # keeps it (its init_cfg is None), instead of the official trunc-normal(0.02), which is meant for
-    # 300-epoch ImageNet runs and leaves the from-scratch toy backbone almost untrained in minutes.
-    init_cfg=dict(type='Kaiming', layer='Conv2d', mode='fan_in', nonlinearity='relu'),
     backbone=dict(
         arch=dict(_delete_=True, depths=[1, 1, 2, 1], dims=[32, 64, 128, 256], kernel_size=7,
                   layer_scale_init=1.0),  # from scratch: 1e-6 keeps blocks near identity too long
