@@ -18,10 +18,6 @@ base_lr = 1e-3
 # nothing is pretrained); RoIs of the toy shapes (28-100 px) are pooled from P3/P4 instead of all
 # from P2 (finest_scale 16 instead of 56), which gives the RoI heads features that see whole shapes.
 model = dict(
-    # Kaiming (fan_in) init of every Conv2d before the heads apply their own inits: the backbone
-    # keeps it (its init_cfg is None), instead of the official trunc-normal(0.02), which is meant for
-    # 300-epoch ImageNet runs and leaves the from-scratch toy backbone almost untrained in minutes.
-    init_cfg=dict(type='Kaiming', layer='Conv2d', mode='fan_in', nonlinearity='relu'),
     backbone=dict(
         arch=dict(
             _delete_=True,
