@@ -87,7 +87,8 @@ def _group(key: str) -> str:
 
 
 def read_checkpoint(path: str, map_location='cpu') -> dict:
-    """Load a checkpoint file or http(s) URL safely (``weights_only=True`` plus an explicit allow-list)."""
+    """Load a checkpoint file or http(s) URL safely (``weights_only=True`` plus an explicit allow-list;
+    ``.safetensors`` files through safetensors)."""
     path = str(path)
     if path.startswith(('http://', 'https://')):
         from torch.hub import download_url_to_file, get_dir
@@ -101,6 +102,15 @@ def read_checkpoint(path: str, map_location='cpu') -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path!r} (give a local path or an http(s) URL; '
                                 f'set init_cfg=None to train from scratch)')
+    if path.endswith('.safetensors'):  # timm's hub weights: tensors only, nothing to unpickle
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise CheckpointError(f'{path}: reading .safetensors files needs `pip install safetensors`') from None
+        try:
+            return dict(load_file(path, device=str(map_location) if map_location else 'cpu'))
+        except Exception as e:  # noqa: BLE001 -- safetensors raises its own error types
+            raise CheckpointError(f'cannot read {path} as a safetensors file: {e}') from None
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             obj = torch.load(path, map_location=map_location, weights_only=True)
@@ -187,7 +197,9 @@ def compare(model, sd: Dict[str, torch.Tensor]) -> Tuple[List[str], List[str], L
 
 
 def guess_arch(cls, sd: Dict[str, torch.Tensor]) -> Optional[str]:
-    """The arch of ``cls`` whose parameters match ``sd`` exactly (built on the meta device), if any."""
+    """The arch of ``cls`` whose parameters match ``sd`` exactly (built on the meta device), if any.
+    Output norms (``out_norms.*``, whole detection checkpoints) are left out of the comparison."""
+    sd = {k: v for k, v in sd.items() if not k.startswith('out_norms.')}
     for name in cls.arch_settings:
         try:
             with torch.device('meta'):

@@ -123,3 +123,19 @@ def test_real_fixture_needs_the_allow_list():
     with pytest.raises(Exception):
         torch.load(path, weights_only=True)  # argparse.Namespace inside, as in real training checkpoints
     assert isinstance(read_checkpoint(path)['args'], argparse.Namespace)
+
+
+def test_safetensors_file(tmp_path):
+    """timm's hub format: a flat tensor file, read by the loader itself (init_cfg / pretrained= alike)."""
+    safetensors = pytest.importorskip('safetensors.torch')
+    sd = _sd(seed=3)
+    path = str(tmp_path / 'model.safetensors')
+    safetensors.save_file({k: v.contiguous() for k, v in sd.items()}, path)
+    assert set(read_checkpoint(path)) == set(sd)
+    m = Conv2Former(arch=TINY, pretrained=path)
+    m.init_weights()  # pretrained= is an init_cfg: read when the weights are initialised
+    for k, v in sd.items():
+        assert torch.equal(m.state_dict()[k], v), k
+    (tmp_path / 'bad.safetensors').write_bytes(b'not a safetensors file')
+    with pytest.raises(CheckpointError, match='safetensors'):
+        read_checkpoint(str(tmp_path / 'bad.safetensors'))
