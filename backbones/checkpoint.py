@@ -37,8 +37,34 @@ class CheckpointMismatchError(CheckpointError):
     """The checkpoint's keys or shapes do not match the model."""
 
 
+class _AnyAttribute(type):
+    # HistoryBuffer pickles its statistics methods as getattr(HistoryBuffer, 'mean'), ...: answer with
+    # an inert placeholder (never called; the state holding it is dropped)
+    def __getattr__(cls, name):
+        if name.startswith('__'):
+            raise AttributeError(name)
+        return _inert
+
+
+def _inert(*args, **kwargs):
+    return None
+
+
+class _RunnerLogState(metaclass=_AnyAttribute):
+    """Stands in for mmengine's ``HistoryBuffer`` (the loss / lr history a runner checkpoint keeps in its
+    ``message_hub``) while unpickling: its state is discarded and no mmengine code runs. This lets the
+    loader read whole mmdet / mmseg training checkpoints (e.g. a trained model's ``backbone.`` part)
+    without importing OpenMMLab and without leaving the ``weights_only`` unpickler."""
+
+    def __setstate__(self, state):
+        pass
+
+
 def _safe_globals() -> list:
-    allowed = [argparse.Namespace, collections.OrderedDict]
+    # getattr: numpy 2 fetches its dtype classes by name (``getattr(numpy.dtypes, 'Float64DType')``); the
+    # unpickler still refuses to CALL anything that is not allow-listed, so this only reads attributes.
+    allowed = [argparse.Namespace, collections.OrderedDict, getattr,
+               (_RunnerLogState, 'mmengine.logging.history_buffer.HistoryBuffer')]
     try:  # numpy scalars/dtypes that savers store for metrics ("best_acc1": np.float64(...))
         import numpy as np
         allowed += [np.dtype, np.ndarray, type(np.dtype(np.float64)), type(np.dtype(np.float32)),

@@ -139,3 +139,27 @@ def test_safetensors_file(tmp_path):
     (tmp_path / 'bad.safetensors').write_bytes(b'not a safetensors file')
     with pytest.raises(CheckpointError, match='safetensors'):
         read_checkpoint(str(tmp_path / 'bad.safetensors'))
+
+
+def test_whole_mmengine_runner_checkpoint(tmp_path):
+    """A trained detector's / segmentor's own checkpoint (mmengine runner format: message hub with
+    HistoryBuffer objects, numpy arrays) gives its backbone through the safe loader, mmengine not needed."""
+    history = pytest.importorskip('mmengine.logging.history_buffer')
+    import numpy as np
+    buf = history.HistoryBuffer()
+    for v in (1.5, 1.2, 0.9):
+        buf.update(v)
+    sd = _sd(seed=4)
+    weights = {f'backbone.{k}': v for k, v in sd.items()}
+    weights['decode_head.conv_seg.weight'] = torch.zeros(4, 8, 1, 1)
+    obj = {'meta': {'epoch': 3, 'seed': np.int64(0)}, 'state_dict': weights,
+           'message_hub': {'log_scalars': {'train/loss': buf}, 'runtime_info': {'iter': 400}},
+           'optimizer': {'state': {}, 'param_groups': []}}
+    path = str(tmp_path / 'iter_400.pth')
+    torch.save(obj, path)
+    assert 'mmengine.logging.history_buffer.HistoryBuffer' in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    m = Conv2Former(arch=TINY)
+    report = load_pretrained(m, path)
+    assert "prefix 'backbone.'" in report.wrapper and report.loaded == len(sd)
+    for k, v in sd.items():
+        assert torch.equal(m.state_dict()[k], v), k
