@@ -74,3 +74,35 @@ def test_cuda_unavailable_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert tool.main(['conv2former_n', '--device', 'cuda']) == 2
     assert 'CUDA is not available' in capsys.readouterr().err
+
+
+def test_same_weights_twin_identical_outputs(tmp_path):
+    """--timm-twin --same-weights: timm's randomised weights load into ours, outputs are identical."""
+    pytest.importorskip('timm')
+    out = tmp_path / 'bench.json'
+    proc = _run('convnextv2_atto', 'poolformerv2_s12', '--timm-twin', '--same-weights', '--shape', '64', '96',
+                '--repeats', '1', '--warmup', '0', '--threads', '1', '--no-memory', '--modes', 'fwd',
+                '--json', str(out), timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'OK identical' in proc.stdout and 'DIFFERENT' not in proc.stdout
+    data = json.loads(out.read_text())
+    res = {r['label']: r for r in data['results']}
+    assert set(res) == {'convnextv2_atto', 'timm:convnextv2_atto', 'poolformerv2_s12', 'timm:poolformerv2_s12'}
+    for name in ('convnextv2_atto', 'poolformerv2_s12'):
+        ref = res[f'timm:{name}']
+        assert ref['reference_for'] == name and ref['kind'] == 'timm_full'
+        assert res[name]['kind'] == 'ours_raw'  # raw stage outputs, as timm's
+        assert ref['weights'].startswith('timm,')  # loaded through our loader, timm layout detected
+        sw = ref['same_weights']
+        assert sw['identical'] and len(sw['stages']) == 4
+        for s in sw['stages']:
+            assert s['allclose'] and s['max_abs_diff'] < 1e-4
+            assert s['max_ref_abs'] > 0.1  # randomised: the features are not trivially small
+
+
+def test_same_weights_wrong_architecture_is_a_usage_error():
+    pytest.importorskip('timm')
+    proc = _run('convnextv2_atto', '--reference', 'convnextv2_atto=convnext_atto', '--same-weights',
+                '--shape', '32', '32', '--repeats', '1', '--warmup', '0', '--no-memory', timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert 'do not load into convnextv2_atto' in proc.stderr and 'Traceback' not in proc.stderr

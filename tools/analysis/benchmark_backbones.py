@@ -53,13 +53,27 @@ machine (clocks, other load) hit both alike. The table gives, on each reference 
 OURS / REFERENCE for params, both medians and both peaks: a time ratio <= 1.0 means ours is faster.
 ``OURS`` is added to the names when it is not among them.
 
-``--check-outputs`` runs one inference forward of each model and prints the output SHAPES (and
-whether ours and each reference agree). It compares shapes only: no weights are transferred between
-ours and timm, so values cannot be compared yet (weight transfer for same-architecture references
-is left to later work).
+``--same-weights`` makes the comparison exact: each reference is then the FULL timm model
+(``timm.create_model(TIMM_NAME)``) run through ``forward_intermediates(x, indices=[0, 1, 2, 3],
+intermediates_only=True)`` (the same stage outputs as ``features_only``, no head), its weights are
+randomised away from the init (seeded; layer scales, GRN, norms and biases become non-trivial: with the
+init's 1e-6 layer scales every block is nearly the identity and any two implementations agree), and
+its ``state_dict()`` is loaded into ours through our own strict loader (``load_pretrained``, which
+converts timm's layout). Ours is built with ``out_norm=False`` (raw stage outputs, as timm's). Before
+timing, one inference forward of both on the benchmark input is compared stage by stage: the table
+gives the max abs difference and the max difference relative to the largest magnitude of timm's
+stage output, and ``OK`` when ``torch.allclose(ours, timm, rtol=1e-4, atol=1e-4)`` holds on every
+stage (float32 re-association alone moves the deep stages of the large models by ~1e-5). A reference
+whose weights do not load into ours (another architecture) is a usage error naming the keys.
+``--timm-twin`` adds, for every NAME, the timm model of the same name as its reference where timm has
+one (ConvNeXt, ConvNeXt V2, PoolFormerV2, ConvFormer, CAFormer).
 
-Exit status: 0 on success; 2 for bad arguments (unknown backbone or timm name, CUDA requested but not
-available), with a one-line message and no traceback.
+``--check-outputs`` runs one inference forward of each model and prints the output SHAPES (and
+whether ours and each reference agree); with ``--same-weights`` the values are compared as above.
+
+Exit status: 0 on success; 1 when ``--same-weights`` finds different outputs; 2 for bad arguments
+(unknown backbone or timm name, CUDA requested but not available, weights that do not load), with a
+message and no traceback.
 """
 import argparse
 import contextlib
@@ -109,12 +123,69 @@ def log(msg: str) -> None:
 # models and steps
 
 
+class TimmIntermediates(torch.nn.Module):
+    """A full timm model returning its stage outputs (``forward_intermediates``), head not run."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_intermediates(x, indices=list(OUT_INDICES), intermediates_only=True)
+
+
 def build_model(kind: str, name: str) -> torch.nn.Module:
-    if kind == 'ours':
+    """kind: ``ours``, ``ours_raw`` (``out_norm=False``), ``timm`` (features_only) or ``timm_full``."""
+    if kind in ('ours', 'ours_raw'):
         from backbones import build_backbone
-        return build_backbone(name, out_indices=OUT_INDICES)
+        extra = dict(out_norm=False) if kind == 'ours_raw' else {}
+        return build_backbone(name, out_indices=OUT_INDICES, **extra)
     import timm
+    if kind == 'timm_full':
+        return TimmIntermediates(timm.create_model(name, pretrained=False))
     return timm.create_model(name, pretrained=False, features_only=True, out_indices=OUT_INDICES)
+
+
+def randomise_(model: torch.nn.Module, seed: int = 0) -> None:
+    """Seeded non-trivial weights: matrices/kernels ~N(0, 0.3^2 / fan_in), biases ~N(0, 0.1^2), residual
+    scales ~U(0.5, 1), every other 1-D parameter (norm weights, layer scales, GRN, StarReLU) ~U(0.5, 1.5)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.ndim > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3 / p[0].numel() ** 0.5)
+            elif n.endswith('bias') or n.endswith('beta'):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            elif 'res_scale' in n:
+                p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.5)
+            else:
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+
+
+def transfer_weights(ours: torch.nn.Module, theirs: 'TimmIntermediates') -> str:
+    """Load the timm model's state dict into ours through our strict loader; returns the layout seen."""
+    from backbones import load_pretrained
+    sd = {k: v.detach().clone() for k, v in theirs.model.state_dict().items()}
+    report = load_pretrained(ours, sd, strict=True)
+    return f'{report.layout}, {report.loaded} tensors loaded, {len(report.dropped_classifier)} head keys dropped'
+
+
+def compare_outputs(ours_out, ref_out) -> dict:
+    stages = []
+    ok = len(ours_out) == len(ref_out)
+    for a, b in zip(ours_out, ref_out):
+        if a.shape != b.shape:
+            stages.append(dict(shape_ours=list(a.shape), shape_ref=list(b.shape)))
+            ok = False
+            continue
+        a, b = a.float(), b.float()
+        diff = (a - b).abs().max().item()
+        scale = b.abs().max().item()
+        close = torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+        ok = ok and close
+        stages.append(dict(shape=list(a.shape), max_abs_diff=diff, max_ref_abs=scale,
+                           max_rel_diff=diff / scale if scale else diff, allclose=close))
+    return dict(identical=ok, stages=stages, tolerance='rtol=1e-4, atol=1e-4')
 
 
 def as_outputs(out):
@@ -262,8 +333,13 @@ def parse_args(argv=None):
                    help='also benchmark a timm features_only model and print ours/timm ratios')
     p.add_argument('--modes', nargs='+', choices=MODES, default=list(MODES), help='modes (default both)')
     p.add_argument('--json', metavar='OUT.json', help='write every raw number here')
+    p.add_argument('--timm-twin', action='store_true',
+                   help='for every NAME timm also has, benchmark timm\'s model of that name beside it')
+    p.add_argument('--same-weights', action='store_true',
+                   help='load each (randomised) timm reference\'s weights into ours and check the outputs '
+                        'are identical before timing (one reference per name)')
     p.add_argument('--check-outputs', action='store_true',
-                   help='print output shapes of ours and references (shapes only, no weight transfer)')
+                   help='print output shapes of ours and references (values too with --same-weights)')
     p.add_argument('--no-memory', action='store_true', help='skip the memory measurement')
     args = p.parse_args(argv)
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or min(args.shape) < 1:
@@ -312,11 +388,11 @@ def resolve(args):
                 names.append(check_ours(m))
 
     refs = {}
-    if args.reference:
+    if args.reference or args.timm_twin:
         try:
             import timm
         except ImportError as e:
-            raise UsageError(f'--reference needs timm: {e}') from None
+            raise UsageError(f'--reference / --timm-twin need timm: {e}') from None
         for item in args.reference:
             ours, sep, theirs = item.partition('=')
             ours, theirs = ours.strip(), theirs.strip()
@@ -331,6 +407,19 @@ def resolve(args):
                 log(f'note: {ours} added to the names (it has a reference)')
             if theirs not in refs.setdefault(ours, []):
                 refs[ours].append(theirs)
+    if args.timm_twin:
+        for n in names:
+            if timm.is_model(n) and n not in refs.setdefault(n, []):
+                refs[n].append(n)
+        twins = [n for n in names if refs.get(n)]
+        if not twins:
+            raise UsageError('--timm-twin: timm has none of ' + ', '.join(names))
+    if args.same_weights:
+        if not any(refs.values()):
+            raise UsageError('--same-weights needs references (--reference OURS=TIMM_NAME or --timm-twin)')
+        for n, r in refs.items():
+            if len(r) > 1:
+                raise UsageError(f'--same-weights takes one reference per name; {n} has {", ".join(r)}')
     return device, [(n, refs.get(n, [])) for n in names]
 
 
@@ -346,15 +435,39 @@ def summarize(times):
 def bench_group(ours, theirs, device, x, args) -> list:
     """Measure our model and its references interleaved; one result dict per model."""
     dtype = amp_dtype(device, args.amp)
-    entries = [dict(kind='ours', model=ours, label=ours, reference_for=None)]
-    entries += [dict(kind='timm', model=t, label=f'timm:{t}', reference_for=ours) for t in theirs]
+    same = args.same_weights and bool(theirs)
+    entries = [dict(kind='ours_raw' if same else 'ours', model=ours, label=ours, reference_for=None)]
+    entries += [dict(kind='timm_full' if same else 'timm', model=t, label=f'timm:{t}', reference_for=ours)
+                for t in theirs]
     models = []
     for e in entries:
         log(f'[{e["label"]}] building')
         torch.manual_seed(0)
-        m = build_model(e['kind'], e['model']).to(device)
+        m = build_model(e['kind'], e['model'])
+        if same and e['kind'] == 'timm_full':
+            randomise_(m)
+            try:
+                e['weights'] = transfer_weights(models[0], m)
+            except Exception as err:  # noqa: BLE001 -- a mismatch is reported as a usage error
+                raise UsageError(f'--same-weights: the weights of timm {e["model"]} do not load into '
+                                 f'{ours}:\n{err}') from None
+            log(f'[{e["label"]}] weights loaded into {ours}: {e["weights"]}')
         e['params'] = n_params(m)
         models.append(m)
+    models = [m.to(device) for m in models]
+
+    if same:
+        for m in models:
+            m.eval()
+        with torch.no_grad():
+            ref_outs = [as_outputs(m(x)) for m in models]
+        for e, outs in zip(entries[1:], ref_outs[1:]):
+            e['same_weights'] = compare_outputs(ref_outs[0], outs)
+            worst = max((s.get('max_abs_diff', float('inf')) for s in e['same_weights']['stages']), default=0)
+            log(f'[{e["label"]}] outputs vs {ours}: '
+                + ('identical' if e['same_weights']['identical'] else 'DIFFERENT')
+                + f' (max abs diff {worst:.2e})')
+        del ref_outs
 
     if args.check_outputs:
         for e, m in zip(entries, models):
@@ -533,14 +646,32 @@ def main(argv=None) -> int:
 
     x = make_input(args.shape, args.batch, device)
     results = []
-    for ours, theirs in groups:
-        results += bench_group(ours, theirs, device, x, args)
+    try:
+        for ours, theirs in groups:
+            results += bench_group(ours, theirs, device, x, args)
+    except UsageError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     ratios = add_ratios(results, args.modes)
 
     print()
     print(fmt_table(results, args.modes, bool(ratios)))
+    if args.same_weights:
+        print('\nsame weights (timm\'s randomised weights loaded into ours; eval forward on the input above; '
+              'max |ours - timm| per stage, and relative to max |timm|):')
+        for e in results:
+            sw = e.get('same_weights')
+            if sw is None:
+                continue
+            stages = '; '.join(
+                (f'{s["max_abs_diff"]:.1e} ({s["max_rel_diff"]:.1e})' if 'max_abs_diff' in s
+                 else f'shape {s["shape_ours"]} vs {s["shape_ref"]}') for s in sw['stages'])
+            print(f'  {e["reference_for"]} vs {e["label"]}: '
+                  + ('OK identical' if sw['identical'] else 'DIFFERENT') + f' [{sw["tolerance"]}]  {stages}')
     if args.check_outputs:
-        print('\noutput shapes (shapes only; weights are not transferred, values are not compared):')
+        print('\noutput shapes' + ('' if args.same_weights else
+                                        ' (shapes only; weights are not transferred, values are not compared)')
+              + ':')
         for e in results:
             shapes = ', '.join('x'.join(map(str, s)) for s in e['output_shapes'])
             tail = ''
@@ -553,6 +684,10 @@ def main(argv=None) -> int:
         with open(args.json, 'w') as f:
             json.dump(dict(meta=meta, results=results, ratios=ratios), f, indent=2)
         print(f'\nraw numbers written to {args.json}')
+    different = [e['label'] for e in results if e.get('same_weights') and not e['same_weights']['identical']]
+    if different:
+        print(f'error: outputs differ from ours for {", ".join(different)}', file=sys.stderr)
+        return 1
     return 0
 
 
