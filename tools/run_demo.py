@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The CPU demo: train and evaluate a toy Conv2Former detector and segmentor end to end.
 
-Steps (about 10-15 minutes on 2 CPU cores):
+Steps (about 12 minutes on 2 CPU cores):
   1. generate the synthetic shapes data (tools/make_toy_data.py; reused when up to date);
   2. train Mask R-CNN (configs/toy/conv2former_toy_maskrcnn.py) with tools/train.py;
   3. evaluate it with tools/test.py (COCO bbox / segm mAP, pycocotools) and draw its predictions;
@@ -160,7 +160,8 @@ def main(argv=None):
         log('segmentation: UperNet + Conv2Former (toy), from scratch')
         opts = ['train_cfg.val_interval=100000']
         if args.seg_iters:
-            opts += [f'train_cfg.max_iters={args.seg_iters}']
+            # the poly schedule ends with the training (the config's scheduler 1 is PolyLR)
+            opts += [f'train_cfg.max_iters={args.seg_iters}', f'param_scheduler.1.end={args.seg_iters}']
         metrics, info = train_and_test(
             'segmentation', SEG_CONFIG, osp.join(work_dir, 'seg'), paths['ade_root'], opts,
             ['--show-interval', '5'])

@@ -11,12 +11,17 @@ metainfo = dict(
     classes=('background', 'circle', 'square', 'triangle'),
     palette=[[120, 120, 120], [255, 0, 0], [0, 255, 0], [0, 0, 255]])
 crop_size = (192, 192)
-max_iters = 400
+max_iters = 1500  # measured: 400 iterations only learn the class prior (mIoU 22.1, all background)
 base_lr = 2e-3
 norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN -> BN: single process / CPU
 
 # A small Conv2Former trained from scratch (no pretrained weights offline); thin heads.
 model = dict(
+    # LeCun-normal init (std 1/sqrt(fan_in)) of every conv before the heads apply their own: the
+    # official trunc-normal(0.02) makes the modulation product a * v of each block ~1e-4 of the
+    # residual, so the blocks barely train in minutes (toy probe, 300 steps: mIoU 26.7 -> 31.0).
+    init_cfg=dict(type='Kaiming', layer='Conv2d', mode='fan_in', nonlinearity='linear',
+                  distribution='normal'),
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
         arch=dict(_delete_=True, depths=[1, 1, 2, 1], dims=[32, 64, 128, 256], kernel_size=7,
