@@ -55,8 +55,36 @@ NORMS = ('hwc', 'c')
 
 
 # ---------------------------------------------------------------------------------------------- layers
+class _StarReLUFunction(torch.autograd.Function):
+    """``scale * relu(x) ** 2 + bias`` in two passes over the map, saving only ``relu(x)`` for backward
+    (autograd of the plain formula runs four forward kernels and keeps two map-sized tensors)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, bias):
+        r = F.relu(x)
+        ctx.save_for_backward(r, scale)
+        y = r * r
+        return y.mul_(scale).add_(bias)
+
+    @staticmethod
+    def backward(ctx, g):
+        r, scale = ctx.saved_tensors
+        gr = g * r
+        gscale = gbias = None
+        if ctx.needs_input_grad[1]:
+            gscale = torch.dot(gr.reshape(-1), r.reshape(-1)).reshape(1)
+        if ctx.needs_input_grad[2]:
+            gbias = g.sum().reshape(1)
+        gx = gr.mul_(2 * scale) if ctx.needs_input_grad[0] else None
+        return gx, gscale, gbias
+
+
 class StarReLU(nn.Module):
-    """``scale * relu(x) ** 2 + bias`` with learnable scalars (stored as 1-element vectors)."""
+    """``scale * relu(x) ** 2 + bias`` with learnable scalars (stored as 1-element vectors).
+
+    float32 maps run a fused autograd function (training) or in-place ops (inference); other dtypes (AMP)
+    take the plain formula, whose type promotion (a half map times a float32 scale gives float32) is kept.
+    """
 
     def __init__(self, scale_value: float = 1.0, bias_value: float = 0.0):
         super().__init__()
@@ -64,7 +92,13 @@ class StarReLU(nn.Module):
         self.bias = nn.Parameter(torch.full((1,), float(bias_value)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.relu(x) ** 2 + self.bias
+        if x.dtype != self.scale.dtype or x.dtype != self.bias.dtype:
+            return self.scale * F.relu(x) ** 2 + self.bias
+        if torch.is_grad_enabled():
+            return _StarReLUFunction.apply(x, self.scale, self.bias)
+        # inference: one new tensor instead of four (on CPU each fresh large tensor costs page faults)
+        y = F.relu(x)
+        return y.mul_(y).mul_(self.scale).add_(self.bias)
 
 
 class Scale(nn.Module):
@@ -93,10 +127,10 @@ class LayerNormNoBias(nn.Module):
 class JointNormNoBias(nn.Module):
     """Normalise an NHWC tensor over (H, W, C) jointly per sample, then scale each channel (weight only).
 
-    The official ``LayerNormGeneral(normalized_dim=(1, 2, 3), bias=False)``, i.e. GroupNorm with one group.
-    Statistics come from ``torch.var_mean`` over the whole map (a parallel reduction on GPUs; a row-wise
-    layer-norm kernel would put each sample's millions of values on one thread block); half-precision inputs
-    are reduced in float32.
+    The official ``LayerNormGeneral(normalized_dim=(1, 2, 3), bias=False)``, i.e. GroupNorm with one group:
+    computed by ``F.group_norm`` on the channels-last NCHW view of the NHWC memory (one fused kernel with a
+    channels-last path; no copy; half-precision inputs are reduced in float32 by the kernel). On CPU at
+    detection sizes this is ~10x faster than ``var_mean`` plus three elementwise passes.
     """
 
     def __init__(self, dim: int, eps: float = 1e-6):
@@ -105,10 +139,19 @@ class JointNormNoBias(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        var, mean = torch.var_mean(xf, dim=(1, 2, 3), correction=0, keepdim=True)
-        y = (xf - mean) * torch.rsqrt(var + self.eps)
-        return y.to(x.dtype) * self.weight
+        y = F.group_norm(x.permute(0, 3, 1, 2), 1, self.weight, None, self.eps)
+        return y.permute(0, 2, 3, 1)
+
+
+def pointwise(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """``layer(x)`` for an NHWC map. On CPU it runs as a 1x1 convolution on the channels-last NCHW view of the
+    same memory (no copy): oneDNN's 1x1 convolution is 10-30% faster than the GEMM of ``nn.Linear`` for
+    forward+backward at detection sizes (and the official Linear weights are kept: a [out, in] matrix is
+    the [out, in, 1, 1] kernel). Elsewhere (CUDA: cuBLAS) it is the plain Linear."""
+    if x.device.type == 'cpu' and x.dim() == 4:
+        y = F.conv2d(x.permute(0, 3, 1, 2), layer.weight[:, :, None, None], layer.bias)
+        return y.permute(0, 2, 3, 1)
+    return layer(x)
 
 
 class Mlp(nn.Module):
@@ -120,7 +163,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return pointwise(self.act(pointwise(x, self.fc1)), self.fc2)
 
 
 class SepConv(nn.Module):
@@ -135,9 +178,9 @@ class SepConv(nn.Module):
         self.pwconv2 = nn.Linear(mid, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act1(self.pwconv1(x))
+        x = self.act1(pointwise(x, self.pwconv1))
         x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.pwconv2(x)
+        return pointwise(x, self.pwconv2)
 
 
 class Pooling(nn.Module):

@@ -60,6 +60,7 @@ Everything runs in pure PyTorch. The DCNv3 sampling is bilinear ``F.grid_sample`
 Any input size works: the stem rounds odd sizes up (333 -> 167 -> 84 -> 42 for 1333), Halo and Swin pad inside
 each block and crop back, PVT resizes its embeddings, DCNv3 computes its reference points per forward.
 """
+import contextlib
 import math
 from typing import Dict, List, Optional, Tuple
 
@@ -478,7 +479,8 @@ def deform_sample_pytorch(value: torch.Tensor, locations: torch.Tensor, weights:
     dtype = torch.promote_types(value.dtype, torch.float32)  # half-precision locations would be off by ~1 px
     v = value.to(dtype).permute(0, 3, 4, 1, 2).reshape(B * M, D, H, W)
     grid = (2 * locations.to(dtype) - 1).transpose(1, 2).reshape(B * M, Q, P, 2)
-    with torch.autocast(v.device.type, enabled=False):
+    # autocast off around the sampling (meta tensors, e.g. FLOP counting, have no autocast to switch off)
+    with (contextlib.nullcontext() if v.device.type == 'meta' else torch.autocast(v.device.type, enabled=False)):
         sampled = F.grid_sample(v, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
     w = weights.to(dtype).transpose(1, 2).reshape(B * M, 1, Q, P)
     out = (sampled * w).sum(-1)                                                   # (B*M, D, Q)

@@ -332,3 +332,55 @@ def test_no_weight_decay_scalars_are_one_dimensional():
             assert not p.requires_grad  # never reaches an optimizer
         else:
             assert p.ndim >= 2 or n.endswith('conv.bias'), n
+
+
+# ------------------------------------------------------------------------- fast paths of the layers
+def test_star_relu_fused_function_matches_the_formula():
+    """The fused autograd function (float32 training) and the in-place inference path give the official
+    formula's values and gradients; other dtypes keep the formula (and its float32 promotion)."""
+    from backbones.metaformer import StarReLU, _StarReLUFunction
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, dtype=torch.double, requires_grad=True)
+    scale = torch.tensor([0.8], dtype=torch.double, requires_grad=True)
+    bias = torch.tensor([-0.3], dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(_StarReLUFunction.apply, (x, scale, bias))
+    m = StarReLU()
+    with torch.no_grad():
+        m.scale.fill_(0.7)
+        m.bias.fill_(0.2)
+    x = torch.randn(2, 6, 7, 8, requires_grad=True)
+    ref = m.scale * torch.relu(x) ** 2 + m.bias
+    y = m(x)
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, (x, m.scale, m.bias), g),
+                    torch.autograd.grad(ref, (x, m.scale, m.bias), g)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, ref)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), ref)
+        assert m(x.bfloat16()).dtype == torch.float32  # the formula's promotion, as the official module
+
+
+def test_joint_norm_equals_float64_reference_and_keeps_nhwc():
+    from backbones.metaformer import JointNormNoBias
+    torch.manual_seed(0)
+    n = JointNormNoBias(8)
+    with torch.no_grad():
+        n.weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 5, 7, 8) * 3 + 1
+    xd = x.double()
+    var, mean = torch.var_mean(xd, dim=(1, 2, 3), correction=0, keepdim=True)
+    ref = (xd - mean) / torch.sqrt(var + 1e-6) * n.weight.double()
+    y = n(x)
+    assert y.shape == x.shape and y.is_contiguous()  # NHWC in, NHWC (contiguous) out
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_conv_path_equals_linear():
+    from backbones.metaformer import pointwise
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 24)
+    x = torch.randn(2, 5, 7, 16)
+    y = pointwise(x, lin)
+    assert y.shape == (2, 5, 7, 24) and y.is_contiguous()
+    torch.testing.assert_close(y, lin(x), rtol=1e-5, atol=1e-5)

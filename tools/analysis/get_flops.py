@@ -259,14 +259,8 @@ def _det_forward_dummy(model, x):
 @contextlib.contextmanager
 def _counting_patches(model, device):
     """RoI extractors -> zeros of their output shape; ConvNeXt's oneDNN-fused CPU inference
-    (a private op FlopCounterMode cannot see) -> the aten path; on the meta device,
-    ``torch.autocast('meta', ...)`` (which torch refuses; the unified DCNv3 disables autocast
-    around its sampling with the tensor's device type) -> a no-op context."""
+    (a private op FlopCounterMode cannot see) -> the aten path."""
     patched = []
-    autocast = torch.autocast
-    if device == 'meta':
-        torch.autocast = lambda device_type, *a, **k: (
-            contextlib.nullcontext() if device_type == 'meta' else autocast(device_type, *a, **k))
     try:
         from mmdet.models.roi_heads.roi_extractors.base_roi_extractor import BaseRoIExtractor
     except ImportError:  # a segmentation-only install
@@ -285,7 +279,6 @@ def _counting_patches(model, device):
     try:
         yield
     finally:
-        torch.autocast = autocast
         ConvNeXtBlock.fused_cpu_inference = fused
         for mod in patched:
             del mod.forward
