@@ -67,8 +67,8 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-from tools.analysis.benchmark_backbones import (MIB, _maxrss_kib, _proc_status_kib,  # noqa: E402
-                                                _reset_peak_rss, amp_dtype, summarize, sync)
+from tools.analysis.benchmark_backbones import (MIB, amp_dtype, measure_step_rss, summarize,  # noqa: E402
+                                                sync)
 from tools.image_demo import (Refused, check_file, init_inference_model,  # noqa: E402
                               load_inference_config, test_pipeline_cfg)
 
@@ -167,23 +167,7 @@ def memory_child(argv) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     _, model, _, step = setup(args, torch.device('cpu'))
-    gc.collect()
-    rss_before = _proc_status_kib('VmRSS')
-    maxrss_before = _maxrss_kib()
-    exact = rss_before is not None and _reset_peak_rss() and _proc_status_kib('VmHWM') is not None
-    t0 = time.perf_counter()
-    step()
-    elapsed = time.perf_counter() - t0
-    maxrss_after = _maxrss_kib()
-    if exact:
-        hwm = _proc_status_kib('VmHWM')
-        method = 'VmHWM after clear_refs reset - VmRSS before step'
-        peak_kib, total_kib = hwm - rss_before, hwm
-    else:
-        method = 'ru_maxrss growth over the step (lower bound)'
-        peak_kib, total_kib = maxrss_after - maxrss_before, maxrss_after
-    return dict(peak_mib=max(peak_kib, 0) / 1024.0, peak_total_mib=total_kib / 1024.0, method=method,
-                step_ms=elapsed * 1e3, rss_before_step_mib=None if rss_before is None else rss_before / 1024.0)
+    return measure_step_rss(step)
 
 
 def run_memory_child(argv) -> dict:

@@ -269,15 +269,9 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def memory_child(spec: dict) -> dict:
-    """Runs inside the child: build, measure RSS, one step, peak RSS."""
-    torch.set_num_threads(spec['threads'])
-    rss_start = _proc_status_kib('VmRSS')
-    torch.manual_seed(0)
-    model = build_model(spec['kind'], spec['name'])
-    set_mode(model, spec['mode'])
-    x = make_input(spec['shape'], spec['batch'], torch.device('cpu'))
-    step = make_step(model, x, spec['mode'], amp_dtype(torch.device('cpu'), spec['amp']))
+def measure_step_rss(step) -> dict:
+    """Run ``step()`` once and return its peak RSS growth (MiB) over the RSS right before it. Shared with
+    tools/analysis/benchmark.py (whole models)."""
     gc.collect()
     rss_before = _proc_status_kib('VmRSS')
     maxrss_before = _maxrss_kib()
@@ -289,14 +283,30 @@ def memory_child(spec: dict) -> dict:
     maxrss_after = _maxrss_kib()
     if exact:
         method = 'VmHWM after clear_refs reset - VmRSS before step'
-        peak_kib = _proc_status_kib('VmHWM') - rss_before
+        total_kib = _proc_status_kib('VmHWM')
+        peak_kib = total_kib - rss_before
     else:
         method = 'ru_maxrss growth over the step (lower bound)'
+        total_kib = maxrss_after
         peak_kib = maxrss_after - maxrss_before
-    return dict(peak_mib=max(peak_kib, 0) / 1024.0, method=method, step_ms=elapsed * 1e3,
-                rss_start_mib=None if rss_start is None else rss_start / 1024.0,
+    return dict(peak_mib=max(peak_kib, 0) / 1024.0, peak_total_mib=total_kib / 1024.0, method=method,
+                step_ms=elapsed * 1e3,
                 rss_before_step_mib=None if rss_before is None else rss_before / 1024.0,
                 maxrss_before_step_mib=maxrss_before / 1024.0, maxrss_after_step_mib=maxrss_after / 1024.0)
+
+
+def memory_child(spec: dict) -> dict:
+    """Runs inside the child: build, measure RSS, one step, peak RSS."""
+    torch.set_num_threads(spec['threads'])
+    rss_start = _proc_status_kib('VmRSS')
+    torch.manual_seed(0)
+    model = build_model(spec['kind'], spec['name'])
+    set_mode(model, spec['mode'])
+    x = make_input(spec['shape'], spec['batch'], torch.device('cpu'))
+    step = make_step(model, x, spec['mode'], amp_dtype(torch.device('cpu'), spec['amp']))
+    out = measure_step_rss(step)
+    out['rss_start_mib'] = None if rss_start is None else rss_start / 1024.0
+    return out
 
 
 def run_memory_child(kind, name, mode, args) -> dict:
