@@ -140,7 +140,7 @@ class JointNormNoBias(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.group_norm(x.permute(0, 3, 1, 2), 1, self.weight, None, self.eps)
-        return y.permute(0, 2, 3, 1)
+        return y.permute(0, 2, 3, 1).to(x.dtype)  # autocast runs group_norm in float32: keep the input's dtype
 
 
 def pointwise(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
