@@ -104,3 +104,29 @@ def test_train_test_round_trip_seg(toy_data, tmp_path):
     assert (tmp_path / 'preds.pkl').is_file()
     drawn = [f for _, _, files in os.walk(show_dir) for f in files if f.endswith('.png')]
     assert len(drawn) == 4  # one picture per validation image
+
+
+@pytest.mark.parametrize('script, args, tail', [
+    ('slurm_train.sh', ['cfg.py', 'wd', '--amp'], ['tools/train.py', 'cfg.py', '--work-dir=wd', '--launcher=slurm',
+                                                  '--amp']),
+    ('slurm_test.sh', ['cfg.py', 'ck.pth', '--out', 'x'], ['tools/test.py', 'cfg.py', 'ck.pth', '--launcher=slurm',
+                                                          '--out', 'x']),
+])
+def test_slurm_launchers_build_the_srun_command(tmp_path, script, args, tail):
+    """A fake ``srun`` on PATH records what the launcher runs: tasks per GPU, PORT as MASTER_PORT."""
+    fake = tmp_path / 'srun'
+    fake.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "MASTER_PORT=${MASTER_PORT:-unset}" "$@"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f'{tmp_path}:{os.environ["PATH"]}', GPUS='16', PORT='29555', PYTHON='py')
+    proc = subprocess.run(['bash', osp.join(ROOT, 'tools', script), 'part', 'job', *args], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.split('\n')
+    assert out[0] == 'MASTER_PORT=29555'
+    for opt in ('-p', 'part', '--job-name=job', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8'):
+        assert opt in out, opt
+    i = out.index('py')
+    assert out[i + 1] == '-u' and out[i + 2].endswith(tail[0])
+    assert out[i + 3:i + 3 + len(tail) - 1] == tail[1:]
+    usage = subprocess.run(['bash', osp.join(ROOT, 'tools', script), 'a', 'b'], capture_output=True, text=True)
+    assert usage.returncode == 2 and 'usage:' in usage.stderr

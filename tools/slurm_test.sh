@@ -3,35 +3,12 @@
 #   tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py ARGS...]
 # Environment: GPUS (total tasks, default 8), GPUS_PER_NODE (min(GPUS, 8)), CPUS_PER_TASK (5), SRUN_ARGS
 # (extra srun options), PORT (master port, exported as MASTER_PORT; mmengine defaults to 29500),
-# PYTHON (default: the project's .venv/bin/python if present, else python).
+# PYTHON (default: the project's .venv/bin/python if present, else python). See tools/_srun.sh.
 set -euo pipefail
 if [ $# -lt 4 ]; then
   echo "usage: $0 PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]" >&2
   exit 2
 fi
-PARTITION=$1
-JOB_NAME=$2
-CONFIG=$3
-CHECKPOINT=$4
+PARTITION=$1 JOB_NAME=$2 CONFIG=$3 CHECKPOINT=$4
 shift 4
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
-fi
-GPUS=${GPUS:-8}
-GPUS_PER_NODE=${GPUS_PER_NODE:-$(( GPUS < 8 ? GPUS : 8 ))}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-SRUN_ARGS=${SRUN_ARGS:-""}
-if [ -n "${PORT:-}" ]; then export MASTER_PORT=$PORT; fi
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-set -x
-# shellcheck disable=SC2086  # SRUN_ARGS is a list of options
-srun -p "$PARTITION" \
-  --job-name="$JOB_NAME" \
-  --gres=gpu:"$GPUS_PER_NODE" \
-  --ntasks="$GPUS" \
-  --ntasks-per-node="$GPUS_PER_NODE" \
-  --cpus-per-task="$CPUS_PER_TASK" \
-  --kill-on-bad-exit=1 \
-  $SRUN_ARGS \
-  "$PYTHON" -u "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher=slurm "$@"
+exec bash "$(dirname "${BASH_SOURCE[0]}")/_srun.sh" "$PARTITION" "$JOB_NAME" test "$CONFIG" "$CHECKPOINT" --launcher=slurm "$@"
