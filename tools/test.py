@@ -24,7 +24,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from tools.train import (LAUNCHERS, build_runner, init_distributed, load_config,  # noqa: E402
-                         prepare_config)
+                         prepare_config, shutdown_distributed)
 
 
 def enable_visualization(cfg, show_dir=None, show=False, wait_time=2.0, interval=1) -> None:
@@ -102,6 +102,7 @@ def main(argv=None):
             os.makedirs(osp.dirname(osp.abspath(args.metrics_out)), exist_ok=True)
             with open(args.metrics_out, 'w') as f:
                 json.dump(metrics, f, indent=1, sort_keys=True, default=float)
+    shutdown_distributed()
     return metrics
 
 

@@ -231,6 +231,17 @@ def init_distributed(launcher: str, cfg) -> None:
     dist.init_process_group(backend='gloo', **kwargs)
 
 
+def shutdown_distributed() -> None:
+    """Meet at a barrier and destroy the process group before the interpreter exits. Left to interpreter
+    teardown, gloo's worker threads are sometimes destroyed while still joinable and a rank aborts
+    ("terminate called without an active exception", exit -6) after a run that finished correctly."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def build_runner(cfg):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -289,6 +300,7 @@ def main(argv=None):
     init_distributed(args.launcher, cfg)
     runner = build_runner(cfg)
     runner.train()
+    shutdown_distributed()
     return runner
 
 
