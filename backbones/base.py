@@ -34,7 +34,8 @@ Everything else is shared and behaves the same for every family:
     ``init_weights()`` through the strict loader of :mod:`backbones.checkpoint`; ``None`` keeps the
     random initialisation.
 
-Outputs are a tuple of NCHW maps at strides 4/8/16/32 (``out_channels`` lists their widths), and
+Outputs are a tuple of contiguous NCHW maps at strides 4/8/16/32 (``out_channels`` lists their widths;
+contiguous because compiled ops such as mmcv's RoIAlign index raw NCHW memory), and
 ``get_layer_depth(name)`` gives every parameter's layer id for layer-wise learning-rate decay.
 """
 import copy
@@ -200,7 +201,11 @@ class MultiScaleBackbone(nn.Module):
                 y = self.to_nchw(x)
                 if self.out_norm:
                     y = self.out_norms[i](y)
-                outs.append(y)
+                # Contiguous NCHW, not a channels-last view: the LayerNorms (and the NHWC families) leave
+                # permuted strides, which convolutions accept but compiled ops that index raw NCHW memory
+                # do not. mmcv's RoIAlign read such maps as scrambled stripes, and a Mask R-CNN on any
+                # backbone here trained its RPN but never its RoI heads (toy bbox mAP 0.002 -> see README).
+                outs.append(y.contiguous())
         return tuple(outs)
 
     # ------------------------------------------------------------------ freezing / modes

@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 
 from backbones import Conv2Former, build_backbone, families, list_backbones
+from conftest import smallest_archs
 
 TINY = dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32], kernel_size=7)
 
@@ -174,3 +175,20 @@ def test_layer_depth_monotone(scheme):
     assert ids[0] == 0 and ids == sorted(ids)
     assert max(ids) <= max_id - 2  # the heads (max_id - 1) stay above every backbone parameter
     assert m.get_layer_depth('backbone.out_norms.0.weight', prefix='backbone.', scheme=scheme)[0] == max_id - 1
+
+
+@pytest.mark.parametrize('family,arch,kwargs', smallest_archs(),
+                         ids=lambda v: v if isinstance(v, str) else ','.join(f'{k}={x}' for k, x in v.items()))
+def test_outputs_are_contiguous_nchw(family, arch, kwargs):
+    """Every family returns plain contiguous NCHW maps, with and without output norms. The channels-last
+    views that LayerNorms and NHWC stages leave behind are fine for convolutions but not for compiled ops
+    indexing raw NCHW memory: mmcv's RoIAlign read them as stripes (tests/test_openmmlab.py)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 96)
+    for out_norm in (True, False):
+        model = families()[family](arch=arch, out_norm=out_norm, **kwargs).eval()
+        with torch.no_grad():
+            outs = model(x)
+        for i, y in enumerate(outs):
+            assert y.is_contiguous(), (family, arch, out_norm, i, y.stride())
+            assert y.shape[1] == model.dims[i] and y.shape[2:] == (64 // 4 // 2 ** i, 96 // 4 // 2 ** i)

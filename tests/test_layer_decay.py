@@ -38,7 +38,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import ROOT
+from conftest import ROOT, smallest_archs
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
@@ -307,20 +307,6 @@ NO_DECAY_LEAVES = {'gamma', 'gamma_1', 'gamma_2', 'gamma1', 'gamma2', 'layer_sca
                    'beta', 'scale', 'pos_embed', 'relative_position_bias_table', 'height_rel', 'width_rel'}
 
 
-def _smallest_archs():
-    """(family, smallest arch, extra kwargs); size ~ sum of depth x width^2 over the stages."""
-    out = []
-    for cls in families().values():
-        def size(name, cls=cls):
-            settings = cls.resolve_arch(name)[1]
-            return sum(d * c * c for d, c in zip(settings['depths'], settings['dims']))
-        arch = min(cls.arch_settings, key=size)
-        out.append((cls.__name__, arch, {}))
-        if cls.__name__.startswith('Unified'):
-            out.append((cls.__name__, arch, {'stage_norms': 'keep'}))
-    return out
-
-
 class _Detector(nn.Module):
     def __init__(self, backbone):
         super().__init__()
@@ -329,7 +315,7 @@ class _Detector(nn.Module):
         self.head = nn.Linear(8, 2)
 
 
-@pytest.mark.parametrize('family,arch,kwargs', _smallest_archs(),
+@pytest.mark.parametrize('family,arch,kwargs', smallest_archs(),
                          ids=lambda v: v if isinstance(v, str) else ','.join(f'{k}={x}' for k, x in v.items()))
 def test_constructor_every_family_smallest_size(family, arch, kwargs):
     """The real constructor on a real (CPU) backbone of each family, every scheme: groups, lr, weight decay."""

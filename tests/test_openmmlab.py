@@ -152,3 +152,30 @@ def test_constructor_found_outside_any_default_scope():
             type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
             constructor='LayerDecayOptimWrapperConstructor', paramwise_cfg=dict(decay_rate=0.9)))
     assert len({g['lr'] for g in wrapper.optimizer.param_groups}) > 1
+
+
+def test_roi_align_reads_our_maps_like_torchvision():
+    """mmcv's RoIAlign (what the RoI heads of Mask R-CNN see) on our backbone's and FPN's maps equals
+    torchvision's roi_align, an independent implementation that honours strides. Before the backbones
+    returned contiguous maps, mmcv read the channels-last views as stripes: the toy detector trained
+    its RPN, never its RoI heads, and reached bbox mAP 0.002."""
+    import detection  # noqa: F401
+    from mmcv.ops import RoIAlign
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from torchvision.ops import roi_align
+    register_all_modules()
+    cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
+    cfg.model.backbone = dict(BACKBONE)
+    cfg.model.neck.in_channels = TINY['dims']
+    model = MODELS.build(cfg.model).eval()
+    x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
+    rois = torch.tensor([[0., 8., 12., 70., 90.], [0., 40., 20., 150., 110.], [0., 0., 0., 159., 127.]])
+    with torch.no_grad():
+        feats = model.backbone(x)
+        maps = list(feats) + list(model.neck(feats)[:4])
+        for i, f in enumerate(maps):
+            scale = 1.0 / (4 * 2 ** (i % 4))
+            ours = RoIAlign(7, spatial_scale=scale, sampling_ratio=2, aligned=True)(f, rois)
+            ref = roi_align(f, rois, 7, spatial_scale=scale, sampling_ratio=2, aligned=True)
+            torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=f'map {i}')
