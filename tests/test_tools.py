@@ -106,6 +106,27 @@ def test_train_test_round_trip_seg(toy_data, tmp_path):
     assert len(drawn) == 4  # one picture per validation image
 
 
+def test_run_demo_end_to_end(tmp_path):
+    """The main job (make demo) at a tiny scale: pretraining -> detector and segmentor started from its
+    checkpoint -> evaluation, pictures, loss curves and a summary naming them."""
+    work, data = tmp_path / 'demo', tmp_path / 'toy'
+    rc, out = _run([_python(), 'tools/run_demo.py', '--work-dir', str(work), '--data-dir', str(data),
+                    '--num-train', '8', '--num-val', '5', '--pretrain-steps', '4', '--det-epochs', '1',
+                    '--seg-iters', '4'])
+    _assert_ok(rc, out)
+    summary = json.loads((work / 'summary.json').read_text())
+    res = summary['results']
+    assert set(res) == {'pretraining', 'detection', 'segmentation'}
+    ckpt = res['pretraining']['checkpoint']
+    assert osp.isfile(ckpt) and 'held-out accuracy' in out
+    for task, key in (('det', 'coco/bbox_mAP'), ('seg', 'mIoU')):
+        train_log = (work / task / 'train.log').read_text()
+        assert 'loaded 125 tensors' in train_log and ckpt in train_log  # the backbone came from the pretraining
+        assert key in res['detection' if task == 'det' else 'segmentation']['metrics']
+    assert len(res['detection']['pictures']) == 5 and len(res['segmentation']['pictures']) == 1  # every 5th
+    assert osp.isfile(summary['loss_curves']) and 'Demo finished' in out
+
+
 @pytest.mark.parametrize('script, args, tail', [
     ('slurm_train.sh', ['cfg.py', 'wd', '--amp'], ['tools/train.py', 'cfg.py', '--work-dir=wd', '--launcher=slurm',
                                                   '--amp']),

@@ -170,12 +170,13 @@ def _convex_mask(xs, ys, verts):
     return inside
 
 
-def _shape_mask(rng, cls, h, w, xs, ys):
-    """Full (unoccluded) mask of one random shape of class index ``cls``."""
-    d = rng.uniform(*SHAPE_SIZE_RANGE)     # equivalent circle diameter
+def _shape_mask(rng, cls, h, w, xs, ys, size_range=SHAPE_SIZE_RANGE, centre_range=(0.1, 0.9)):
+    """Full (unoccluded) mask of one random shape of class index ``cls``: equivalent circle
+    diameter drawn from ``size_range`` (px), centre from ``centre_range`` (fractions of w and h)."""
+    d = rng.uniform(*size_range)     # equivalent circle diameter
     area = np.pi * d * d / 4
-    cx = rng.uniform(0.1 * w, 0.9 * w)
-    cy = rng.uniform(0.1 * h, 0.9 * h)
+    cx = rng.uniform(centre_range[0] * w, centre_range[1] * w)
+    cy = rng.uniform(centre_range[0] * h, centre_range[1] * h)
     theta = rng.uniform(0, 2 * np.pi)
     if cls == 0:      # circle
         r = d / 2

@@ -1,8 +1,14 @@
 # Toy Mask R-CNN for CPU demos and tests: the real conv2former_n_maskrcnn.py recipe with the data,
 # resolution, schedule and model width swapped for the synthetic shapes set (tools/make_toy_data.py,
-# classes circle / square / triangle, images ~256x256). Trains from scratch in minutes on 2 CPU cores:
+# classes circle / square / triangle, images ~256x256). Trains from scratch (or from a toy checkpoint,
+# below) in minutes on 2 CPU cores:
 #   python tools/make_toy_data.py --out data/toy
 #   python tools/train.py configs/toy/conv2former_toy_maskrcnn.py --work-dir work_dirs/toy_det
+# The demo (tools/run_demo.py) first pretrains this backbone as a shape classifier and starts from
+# that checkpoint, as a real run starts from ImageNet weights:
+#   python tools/toy_pretrain.py configs/toy/conv2former_toy_maskrcnn.py --out work_dirs/toy_cls.pth
+#   python tools/train.py configs/toy/conv2former_toy_maskrcnn.py \
+#       --cfg-options model.backbone.pretrained=work_dirs/toy_cls.pth
 _base_ = '../det/conv2former_n_maskrcnn.py'
 
 data_root = 'data/toy/coco/'

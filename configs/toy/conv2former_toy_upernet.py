@@ -1,9 +1,14 @@
 # Toy UperNet for CPU demos and tests: the real conv2former_n_upernet.py recipe with the data,
 # resolution, schedule and model width swapped for the synthetic shapes set (tools/make_toy_data.py,
 # ADE20K layout, classes background / circle / square / triangle, images ~256x256). Trains from
-# scratch in minutes on 2 CPU cores:
+# scratch (or from a toy checkpoint, below) in minutes on 2 CPU cores:
 #   python tools/make_toy_data.py --out data/toy
 #   python tools/train.py configs/toy/conv2former_toy_upernet.py --work-dir work_dirs/toy_seg
+# The demo (tools/run_demo.py) first pretrains this backbone as a shape classifier and starts from
+# that checkpoint, as a real run starts from ImageNet weights:
+#   python tools/toy_pretrain.py configs/toy/conv2former_toy_upernet.py --out work_dirs/toy_cls.pth
+#   python tools/train.py configs/toy/conv2former_toy_upernet.py \
+#       --cfg-options model.backbone.pretrained=work_dirs/toy_cls.pth
 _base_ = '../seg/conv2former_n_upernet.py'
 
 data_root = 'data/toy/ade/ADEChallengeData2016'
