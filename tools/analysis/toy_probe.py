@@ -35,6 +35,7 @@ from PIL import Image
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from backbones import build_backbone  # noqa: E402
+from tools.toy_pretrain import lecun_init  # noqa: E402
 
 R = 128
 DATA = osp.join(ROOT, 'data/toy/ade/ADEChallengeData2016')
@@ -97,12 +98,7 @@ def kaiming(m):
                 nn.init.zeros_(mod.bias)
 
 
-def lecun(m):
-    for mod in m.modules():
-        if isinstance(mod, nn.Conv2d):
-            nn.init.trunc_normal_(mod.weight, std=mod.weight[0].numel() ** -0.5)
-            if mod.bias is not None:
-                nn.init.zeros_(mod.bias)
+lecun = lecun_init  # the init tools/toy_pretrain.py uses
 
 
 LS = {'c2f': 1e-6, 'c2f_ls1': 1.0, 'c2f_kaiming': 1.0, 'c2f_lecun': 1.0, 'c2f_lecun_ls01': 0.1,
