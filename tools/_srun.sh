@@ -9,10 +9,8 @@ PARTITION=$1
 JOB_NAME=$2
 TOOL=$3
 shift 3
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
-fi
+# shellcheck source=tools/_python.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"  # ROOT, PYTHON
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-$(( GPUS < 8 ? GPUS : 8 ))}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}

@@ -9,10 +9,8 @@ TAG=$1
 NPROC=$2
 SCRIPT=$3
 shift 3
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
-fi
+# shellcheck source=tools/_python.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"  # ROOT, PYTHON
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
