@@ -6,9 +6,13 @@ registries and ``segmentation`` with mmseg's.
 """
 import logging
 
-from backbones import families
+from . import mmcv_ops
 
-from .optim import LayerDecayOptimWrapperConstructor
+mmcv_ops.install()  # before anything imports mmcv.ops: mmcv-lite gets its ops on torchvision
+
+from backbones import families  # noqa: E402
+
+from .optim import LayerDecayOptimWrapperConstructor  # noqa: E402
 
 __all__ = ['register', 'LayerDecayOptimWrapperConstructor']
 
