@@ -1,14 +1,17 @@
-# The two set-up commands of a fresh machine (each installs what it needs, idempotently, into .venv):
+# The two set-up commands of a fresh machine (each installs what it needs, idempotently, into $(VENV)):
 #   make demo   train + evaluate the toy detector and segmentor on the embedded synthetic data
 #   make test   run the test suite
-PY := .venv/bin/python
+# VENV=DIR uses an existing environment instead of ./.venv and keeps its torch (e.g. VENV=$$CONDA_PREFIX).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export VENV
 
-.PHONY: install install-cuda demo test
+.PHONY: install install-full-mmcv demo test
 install:
 	@bash tools/install.sh
 
-install-cuda:
-	@bash tools/install.sh --cuda
+install-full-mmcv:
+	@bash tools/install.sh --full-mmcv
 
 demo: install
 	$(PY) tools/run_demo.py

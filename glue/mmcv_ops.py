@@ -161,6 +161,9 @@ def install() -> bool:
             del sys.modules[name]
     ext = _LiteExt('mmcv._ext', __doc__)
     ext.__file__ = __file__
+    # a spec, so that importlib.util.find_spec / pkgutil.find_loader('mmcv._ext') (mmengine's
+    # mmcv_full_available) see the module instead of raising
+    ext.__spec__ = importlib.machinery.ModuleSpec('mmcv._ext', None, origin=__file__)
     for name, fn in PROVIDED.items():
         setattr(ext, name, fn)
     sys.modules['mmcv._ext'] = ext

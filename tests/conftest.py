@@ -1,10 +1,18 @@
+import importlib.util
 import os
-import sys
 
+# The repository is an installed package (make install / pip install -e .): nothing is put on sys.path here.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
+
+
+def load_tool(relpath: str):
+    """A command-line tool (a script, not a package module) loaded from its file, to call its ``main``."""
+    name = 'tool_' + relpath.replace('/', '_').replace('.py', '')
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relpath))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def smallest_archs():

@@ -16,7 +16,7 @@ CONV2FORMER_N_PARAMS = 13_052_640 + 2 * (64 + 128 + 256 + 512)
 
 
 def _run(*args, timeout=120):
-    # run from outside the repository: the tool must put the repository root on sys.path itself
+    # run from outside the repository: the installed package must be found from anywhere
     return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=timeout,
                           cwd=os.path.dirname(ROOT))
 

@@ -14,15 +14,12 @@ import copy
 import glob
 import os.path as osp
 import re
-import sys
 from collections import defaultdict
 
 import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 from mmengine.config import Config  # noqa: E402
 

@@ -46,7 +46,7 @@ pytest.importorskip('mmseg')
 from backbones import families, list_backbones  # noqa: E402
 from backbones.base import LAYER_DECAY_SCHEMES  # noqa: E402
 from backbones.registry import build_backbone  # noqa: E402
-from tools.analysis import print_param_groups as ppg  # noqa: E402
+from glue import param_groups as ppg  # noqa: E402
 
 TOOL = osp.join(ROOT, 'tools', 'analysis', 'print_param_groups.py')
 

@@ -22,12 +22,10 @@ import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ANALYSIS = osp.join(ROOT, 'tools', 'analysis')
-for p in (ROOT, ANALYSIS):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+from conftest import load_tool  # noqa: E402
+from glue import flops as G  # noqa: E402
 
-import get_flops as G  # noqa: E402
-import model_zoo as Z  # noqa: E402
+Z = load_tool('tools/analysis/model_zoo.py')
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -152,7 +150,8 @@ def test_get_flops_missing_config_exits_2():
 
 def test_get_flops_json(tmp_path):
     out = tmp_path / 'r.json'
-    res = G.main([_cfg('seg/convnext_t_upernet.py'), '--shape', '256', '--json', str(out)])
+    res = load_tool('tools/analysis/get_flops.py').main([_cfg('seg/convnext_t_upernet.py'), '--shape', '256',
+                                                        '--json', str(out)])
     import json
     data = json.loads(out.read_text())
     assert data['shape'] == [256, 256] and data['flops'] == res['flops'] > 0

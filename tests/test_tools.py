@@ -11,8 +11,6 @@ import sys
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 DET_TOY = 'configs/toy/conv2former_toy_maskrcnn.py'
 SEG_TOY = 'configs/toy/conv2former_toy_upernet.py'
@@ -20,8 +18,7 @@ TIMEOUT = 420
 
 
 def _python():
-    venv = osp.join(ROOT, '.venv', 'bin', 'python')
-    return venv if osp.exists(venv) else sys.executable
+    return sys.executable  # the environment the suite runs in (make test: $(VENV)/bin/python)
 
 
 def _free_port():
@@ -43,7 +40,7 @@ def _assert_ok(rc, out):
 
 @pytest.fixture(scope='module')
 def toy_data(tmp_path_factory):
-    from tools.make_toy_data import make_toy_data
+    from glue.toy_data import make_toy_data
 
     out = tmp_path_factory.mktemp('toy')
     paths = make_toy_data(str(out), seed=0, num_train=8, num_val=4)

@@ -13,8 +13,9 @@ import torch
 from backbones import Conv2Former, build_backbone
 from backbones.convnext import ConvNeXtV2
 from backbones.unified import UnifiedSwin
-from conftest import FIXTURES, ROOT
-from tools import convert_checkpoint as cc
+from conftest import FIXTURES, ROOT, load_tool
+
+cc = load_tool('tools/convert_checkpoint.py')
 
 DET_TOY = osp.join(ROOT, 'configs/toy/conv2former_toy_maskrcnn.py')
 SEG_TOY = osp.join(ROOT, 'configs/toy/conv2former_toy_upernet.py')
@@ -164,7 +165,7 @@ def toy(tmp_path_factory):
     """A drawn image and toy checkpoints saved from randomly initialised models."""
     import cv2
 
-    from tools.image_demo import init_inference_model, load_inference_config
+    from glue.inference import init_inference_model, load_inference_config
 
     d = tmp_path_factory.mktemp('toy_models')
     img = np.full((150, 200, 3), 90, np.uint8)
@@ -184,7 +185,7 @@ def toy(tmp_path_factory):
 def test_image_demo(toy, task, tmp_path, capsys):
     import cv2
 
-    from tools import image_demo
+    image_demo = load_tool('tools/image_demo.py')
 
     out = str(tmp_path / f'{task}.png')
     config = DET_TOY if task == 'det' else SEG_TOY
@@ -202,7 +203,7 @@ def test_image_demo(toy, task, tmp_path, capsys):
 
 
 def test_image_demo_refusals(toy, tmp_path, capsys):
-    from tools import image_demo
+    image_demo = load_tool('tools/image_demo.py')
 
     cases = [([str(tmp_path / 'no.png'), DET_TOY, toy['det']], 'image not found'),
              ([toy['image'], str(tmp_path / 'no.py'), toy['det']], 'config not found'),
@@ -215,7 +216,7 @@ def test_image_demo_refusals(toy, tmp_path, capsys):
 
 
 def test_benchmark_detector(tmp_path, capsys):
-    from tools.analysis import benchmark
+    benchmark = load_tool('tools/analysis/benchmark.py')
 
     out = tmp_path / 'det.json'
     assert benchmark.main([DET_TOY, '--shape', '128', '128', '--repeats', '2', '--warmup', '1', '--no-memory',
@@ -229,7 +230,7 @@ def test_benchmark_detector(tmp_path, capsys):
 
 
 def test_benchmark_segmentor_with_checkpoint_and_cpu_memory(toy, tmp_path, capsys):
-    from tools.analysis import benchmark
+    benchmark = load_tool('tools/analysis/benchmark.py')
 
     out = tmp_path / 'seg.json'
     assert benchmark.main([SEG_TOY, toy['seg'], '--shape', '96', '128', '--batch', '2', '--repeats', '2',

@@ -9,7 +9,7 @@ import torch
 
 from backbones import Conv2Former
 from conftest import ROOT
-from tools import toy_pretrain as tp
+from glue import toy_pretrain as tp
 
 DET_TOY = osp.join(ROOT, 'configs/toy/conv2former_toy_maskrcnn.py')
 SEG_TOY = osp.join(ROOT, 'configs/toy/conv2former_toy_upernet.py')

@@ -1,6 +1,8 @@
 # Sourced by the launchers (_torchrun.sh, _srun.sh): ROOT (the repository) and PYTHON (default: the
-# project's .venv/bin/python if present, else python).
+# python of $VENV, else of the project's .venv, else python on PATH).
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
+  if [ -n "${VENV:-}" ] && [ -x "$VENV/bin/python" ]; then PYTHON="$VENV/bin/python"
+  elif [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"
+  else PYTHON=python; fi
 fi

@@ -36,13 +36,11 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-import torch  # noqa: E402
+import torch
 
-from backbones import build_backbone, families, get_family, list_backbones  # noqa: E402
-from backbones.checkpoint import (CheckpointError, CheckpointMismatchError, _fmt, _group,  # noqa: E402
+from backbones import build_backbone, families, get_family, list_backbones
+from backbones.checkpoint import (CheckpointError, CheckpointMismatchError, _fmt, _group,
                                   _matches, extract_state_dict, guess_arch, load_pretrained,
                                   read_checkpoint, select_prefix)
 

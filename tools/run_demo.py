@@ -34,7 +34,6 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 DET_CONFIG = 'configs/toy/conv2former_toy_maskrcnn.py'
 SEG_CONFIG = 'configs/toy/conv2former_toy_upernet.py'
@@ -148,7 +147,7 @@ def parse_args(argv=None):
 
 def pretrain_backbone(work_dir: str, steps: int) -> str:
     """Step 2: the toy "ImageNet" checkpoint both toy models start from (tools/toy_pretrain.py)."""
-    from tools.toy_pretrain import backbone_from_config
+    from glue.toy_pretrain import backbone_from_config
     if backbone_from_config(DET_CONFIG) != backbone_from_config(SEG_CONFIG):
         raise SystemExit(f'{DET_CONFIG} and {SEG_CONFIG} must use the same backbone to share a checkpoint')
     out = osp.join(work_dir, 'pretrain', 'toy_conv2former_cls.pth')
@@ -161,7 +160,7 @@ def pretrain_backbone(work_dir: str, steps: int) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    from tools.make_toy_data import make_toy_data
+    from glue.toy_data import make_toy_data
 
     t_start = time.time()
     work_dir = osp.abspath(args.work_dir)

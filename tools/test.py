@@ -2,7 +2,7 @@
 """Evaluate a trained detector (mmdet) or segmentor (mmseg) on the config's test set.
 
 One tool for both tasks (the config's ``default_scope`` decides); same conventions as
-tools/train.py (repository root on the path, ``--data-root``, CPU fall-backs).
+tools/train.py (``--data-root``, ``--cfg-options``, CPU fall-backs; see ``glue.runtime``).
 
 Examples::
 
@@ -20,11 +20,9 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from tools.train import (LAUNCHERS, build_runner, init_distributed, load_config,  # noqa: E402
-                         prepare_config, shutdown_distributed)
+from glue.runtime import (add_common_args, build_runner, init_distributed, load_config, parse_with_common_args,
+                          prepare_config, shutdown_distributed)
 
 
 def enable_visualization(cfg, show_dir=None, show=False, wait_time=2.0, interval=1) -> None:
@@ -57,14 +55,10 @@ def add_dump_metric(runner, scope: str, out: str) -> None:
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-
     parser = argparse.ArgumentParser(
         description='Test a detector or a segmentor (the config decides which).')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='where the evaluation logs go '
-                        '(default: the config\'s work_dir, else work_dirs/<config name>)')
     parser.add_argument('--out', help='dump the predictions to this .pkl file')
     parser.add_argument('--show-dir', help='draw the predictions into this folder')
     parser.add_argument('--show', action='store_true', help='show the predictions in a window')
@@ -72,15 +66,7 @@ def parse_args(argv=None):
     parser.add_argument('--show-interval', type=int, default=1,
                         help='draw every N-th test batch (default: every batch)')
     parser.add_argument('--metrics-out', help='also write the metrics to this JSON file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
-    parser.add_argument('--data-root', help='dataset root replacing the data_root of the '
-                        'train/val/test dataloaders (and the CocoMetric ann_file)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_with_common_args(add_common_args(parser), argv)
 
 
 def main(argv=None):

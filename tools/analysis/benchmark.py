@@ -61,16 +61,10 @@ import sys
 import tempfile
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
-
-from tools.analysis.benchmark_backbones import (MIB, amp_dtype, measure_step_rss, summarize,  # noqa: E402
-                                                sync)
-from tools.image_demo import (Refused, check_file, init_inference_model,  # noqa: E402
-                              load_inference_config, test_pipeline_cfg)
+from glue.inference import Refused, check_file, init_inference_model, load_inference_config, test_pipeline_cfg
+from glue.measure import MIB, amp_dtype, measure_step_rss, summarize, sync
 
 CHILD_FLAG = '--_memory-child'
 CHILD_TAG = '@@WHOLE_MODEL_MEMORY@@ '

@@ -82,22 +82,17 @@ import json
 import os
 import os.path as osp
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
+from glue.measure import MIB, amp_dtype, measure_step_rss, proc_status_kib, summarize, sync
 
 MODES = ('fwd', 'fwdbwd')
 MODE_LABEL = {'fwd': 'fwd', 'fwdbwd': 'fwd+bwd'}
 OUT_INDICES = (0, 1, 2, 3)
-MIB = float(2 ** 20)
 CHILD_FLAG = '--_memory-child'
 CHILD_TAG = '@@BENCH_MEMORY@@ '
 
@@ -196,11 +191,6 @@ def as_outputs(out):
     return list(out)
 
 
-def amp_dtype(device: torch.device, amp: bool):
-    if not amp:
-        return None
-    return torch.float16 if device.type == 'cuda' else torch.bfloat16
-
 
 def set_mode(model: torch.nn.Module, mode: str) -> None:
     model.train(mode == 'fwdbwd')
@@ -235,70 +225,19 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
 
 # ----------------------------------------------------------------------------------------------------
 # CPU memory: one measurement in a fresh child process
 
 
-def _proc_status_kib(field: str):
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
-def _maxrss_kib() -> int:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r // 1024 if sys.platform == 'darwin' else r  # bytes on macOS, KiB on Linux
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # reset the peak RSS (VmHWM / ru_maxrss) to the current RSS
-        return True
-    except OSError:
-        return False
-
-
-def measure_step_rss(step) -> dict:
-    """Run ``step()`` once and return its peak RSS growth (MiB) over the RSS right before it. Shared with
-    tools/analysis/benchmark.py (whole models)."""
-    gc.collect()
-    rss_before = _proc_status_kib('VmRSS')
-    maxrss_before = _maxrss_kib()
-    # exact: reset the kernel's peak RSS to the current RSS, read VmHWM after the step
-    exact = rss_before is not None and _reset_peak_rss() and _proc_status_kib('VmHWM') is not None
-    t0 = time.perf_counter()
-    step()
-    elapsed = time.perf_counter() - t0
-    maxrss_after = _maxrss_kib()
-    if exact:
-        method = 'VmHWM after clear_refs reset - VmRSS before step'
-        total_kib = _proc_status_kib('VmHWM')
-        peak_kib = total_kib - rss_before
-    else:
-        method = 'ru_maxrss growth over the step (lower bound)'
-        total_kib = maxrss_after
-        peak_kib = maxrss_after - maxrss_before
-    return dict(peak_mib=max(peak_kib, 0) / 1024.0, peak_total_mib=total_kib / 1024.0, method=method,
-                step_ms=elapsed * 1e3,
-                rss_before_step_mib=None if rss_before is None else rss_before / 1024.0,
-                maxrss_before_step_mib=maxrss_before / 1024.0, maxrss_after_step_mib=maxrss_after / 1024.0)
 
 
 def memory_child(spec: dict) -> dict:
     """Runs inside the child: build, measure RSS, one step, peak RSS."""
     torch.set_num_threads(spec['threads'])
-    rss_start = _proc_status_kib('VmRSS')
+    rss_start = proc_status_kib('VmRSS')
     torch.manual_seed(0)
     model = build_model(spec['kind'], spec['name'])
     set_mode(model, spec['mode'])
@@ -436,10 +375,6 @@ def resolve(args):
 # ----------------------------------------------------------------------------------------------------
 # measuring
 
-
-def summarize(times):
-    return dict(median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times),
-                mean_ms=statistics.fmean(times))
 
 
 def bench_group(ours, theirs, device, x, args) -> list:

@@ -37,13 +37,8 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-HERE = osp.dirname(osp.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
-import get_flops as G  # noqa: E402
+from glue import flops as G
 
 DOC = osp.join(ROOT, 'docs', 'model_zoo.md')
 CACHE = osp.join(ROOT, 'docs', 'model_zoo_flops.json')

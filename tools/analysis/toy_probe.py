@@ -33,9 +33,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
-from backbones import build_backbone  # noqa: E402
-from tools.toy_pretrain import lecun_init  # noqa: E402
+from backbones import build_backbone
+from glue.toy_pretrain import lecun_init
 
 R = 128
 DATA = osp.join(ROOT, 'data/toy/ade/ADEChallengeData2016')
