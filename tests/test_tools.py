@@ -103,6 +103,28 @@ def test_train_test_round_trip_seg(toy_data, tmp_path):
     assert len(drawn) == 4  # one picture per validation image
 
 
+def test_config_runs_under_mmseg_own_train_tool(toy_data, tmp_path):
+    """The installed package is found by mmseg's own tools/train.py (shipped in the mmseg wheel) run from
+    outside the repository with nothing on PYTHONPATH: the config's custom_imports register our backbone."""
+    import mmseg
+    tool = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'train.py')
+    if not osp.isfile(tool):
+        pytest.skip('this mmseg wheel ships no tools/train.py')
+    ade = toy_data['ade_root']
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    proc = subprocess.run(
+        [sys.executable, tool, osp.join(ROOT, SEG_TOY), '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+         f'train_dataloader.dataset.data_root={ade}', f'val_dataloader.dataset.data_root={ade}',
+         f'test_dataloader.dataset.data_root={ade}', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+         'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+         'train_dataloader.persistent_workers=False',
+         'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
+         'default_hooks.logger.interval=1'],
+        cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
+    _assert_ok(proc.returncode, proc.stdout)
+    assert 'Conv2Former' in proc.stdout and 'mIoU' in proc.stdout
+
+
 def test_run_demo_end_to_end(tmp_path):
     """The main job (make demo) at a tiny scale: pretraining -> detector and segmentor started from its
     checkpoint -> evaluation, pictures, loss curves and a summary naming them."""
