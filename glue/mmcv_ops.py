@@ -146,6 +146,18 @@ def compiled_mmcv_ops() -> Optional[str]:
     return None
 
 
+def lite_extension() -> types.ModuleType:
+    """A fresh stand-in for ``mmcv._ext`` (the provided ops plus raising stubs), not installed anywhere."""
+    ext = _LiteExt('mmcv._ext', __doc__)
+    ext.__file__ = __file__
+    # a spec, so that importlib.util.find_spec / pkgutil.find_loader('mmcv._ext') (mmengine's
+    # mmcv_full_available) see the module instead of raising
+    ext.__spec__ = importlib.machinery.ModuleSpec('mmcv._ext', None, origin=__file__)
+    for name, fn in PROVIDED.items():
+        setattr(ext, name, fn)
+    return ext
+
+
 def install() -> bool:
     """Provide ``mmcv._ext`` on torchvision when mmcv is mmcv-lite; return True if the stand-in is in use.
 
@@ -159,12 +171,5 @@ def install() -> bool:
     if 'mmcv.ops' in sys.modules:  # imported (and failed) before us: it must be imported again
         for name in [m for m in sys.modules if m == 'mmcv.ops' or m.startswith('mmcv.ops.')]:
             del sys.modules[name]
-    ext = _LiteExt('mmcv._ext', __doc__)
-    ext.__file__ = __file__
-    # a spec, so that importlib.util.find_spec / pkgutil.find_loader('mmcv._ext') (mmengine's
-    # mmcv_full_available) see the module instead of raising
-    ext.__spec__ = importlib.machinery.ModuleSpec('mmcv._ext', None, origin=__file__)
-    for name, fn in PROVIDED.items():
-        setattr(ext, name, fn)
-    sys.modules['mmcv._ext'] = ext
+    sys.modules['mmcv._ext'] = lite_extension()
     return True

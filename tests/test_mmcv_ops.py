@@ -27,9 +27,7 @@ def fx():
 @pytest.fixture
 def ours(monkeypatch):
     """mmcv's Python op wrappers calling glue.mmcv_ops instead of whatever extension is installed."""
-    ext = mmcv_ops._LiteExt('mmcv._ext')
-    for name, fn in mmcv_ops.PROVIDED.items():
-        setattr(ext, name, fn)
+    ext = mmcv_ops.lite_extension()
     monkeypatch.setattr(mmcv_roi_align, 'ext_module', ext)
     monkeypatch.setattr(mmcv_nms, 'ext_module', ext)
     return ext

@@ -50,7 +50,7 @@ PY
 then
   echo "[install] keeping the environment's torch $("$VPY" -c 'import torch; print(torch.__version__)') + torchvision $("$VPY" -c 'import torchvision; print(torchvision.__version__)')"
 elif "$VPY" -c "import torch" 2>/dev/null; then
-  TV=$("$VPY" -c 'import torch; print(torch.__version__)')
+  TV=$("$VPY" -c 'from importlib.metadata import version; print(version("torch"))')
   echo "[install] torch $TV is there without a working torchvision: installing the torchvision built for it"
   $PIP install -q torchvision "torch==$TV" || {
     echo "[install] no torchvision release matches torch $TV: install the matching torchvision from the index that gave you torch" >&2; exit 1; }
@@ -59,7 +59,8 @@ else
   $PIP install -q -r requirements/torch.txt
 fi
 CONSTRAINTS=$VENV/.torch-constraints.txt
-"$VPY" -c "import torch, torchvision; print(f'torch=={torch.__version__}\ntorchvision=={torchvision.__version__}')" > "$CONSTRAINTS"
+# the distributions' own versions (torch.__version__ may carry a local tag, e.g. +cu130, that pip's metadata lacks)
+"$VPY" -c "from importlib.metadata import version as v; print(f\"torch=={v('torch')}\ntorchvision=={v('torchvision')}\")" > "$CONSTRAINTS"
 
 # ---- mmcv: keep an installed 2.0/2.1 (full or lite), else mmcv-lite; --full-mmcv builds the ops
 MMCV_OK=$("$VPY" -c "
