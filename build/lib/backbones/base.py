@@ -1,0 +1,335 @@
+"""The one contract every multi-scale backbone follows.
+
+A family subclasses :class:`MultiScaleBackbone` and supplies only what is particular to it:
+
+* ``family`` (table prefix, e.g. ``'conv2former'``), ``arch_settings`` (name -> depths, dims, ...),
+  ``arch_aliases`` and ``arch_defaults`` (keys a custom ``arch`` dict may omit);
+* ``_build(arch, in_channels, dpr)``, which must create ``self.downsample_layers`` (4 modules: the stem,
+  then the three downsamplers) and ``self.stages`` (4 ``nn.Sequential`` of blocks). All five families use
+  these two official names, so official checkpoints keep their keys;
+* optionally ``forward_stage`` (blocks needing extra arguments), ``to_nchw`` (families running NHWC),
+  ``classifier_prefixes`` (checkpoint keys dropped on load) and ``convert_checkpoint`` (other layouts).
+
+Everything else is shared and behaves the same for every family:
+
+``out_indices``
+    which stages are returned (negative indices count from the end). Stages after the last requested one
+    are not computed.
+``drop_path_rate``
+    stochastic depth, linearly increasing over all blocks (0 at the first).
+``frozen_stages``
+    -1 freezes nothing; 0 freezes the stem (``downsample_layers.0``); k >= 1 freezes the stem and stages
+    0..k-1 together with their downsamplers (``downsample_layers.1..k-1``). Frozen modules stay in eval
+    mode (BatchNorm statistics and drop path are off) and get ``requires_grad=False``. Output norms are
+    new, task-specific layers and always train.
+``norm_eval``
+    keep every BatchNorm of the backbone in eval mode during training (frozen running statistics).
+``with_cp``
+    activation checkpointing per block (saves memory, costs a second forward) while training.
+``out_norm``
+    a fresh LayerNorm over channels (eps 1e-6) on every returned map, as the official detection backbones
+    of ConvNeXt and STM add (``out_norms.<i>``). ``False`` returns the raw stage outputs.
+``init_cfg``
+    ``dict(type='Pretrained', checkpoint=PATH_OR_URL, prefix=None, use_ema=False)`` loads a checkpoint in
+    ``init_weights()`` through the strict loader of :mod:`backbones.checkpoint`; ``None`` keeps the
+    random initialisation.
+
+Outputs are a tuple of contiguous NCHW maps at strides 4/8/16/32 (``out_channels`` lists their widths;
+contiguous because compiled ops such as mmcv's RoIAlign index raw NCHW memory), and
+``get_layer_depth(name)`` gives every parameter's layer id for layer-wise learning-rate decay.
+"""
+import copy
+import logging
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from .layers import LayerNorm2d
+
+logger = logging.getLogger('backbones')
+
+NUM_STAGES = 4
+LAYER_DECAY_SCHEMES = ('layer_wise', 'stage_wise', 'block_wise')
+
+
+class MultiScaleBackbone(nn.Module):
+    family: str = ''
+    arch_settings: Dict[str, dict] = {}
+    arch_aliases: Dict[str, str] = {}
+    arch_defaults: dict = {}
+    # checkpoint keys that belong to the ImageNet classifier and are dropped when loading
+    classifier_prefixes: Tuple[str, ...] = ('head.', 'norm.')
+    # checkpoint keys that are not parameters of ours and are dropped silently (e.g. cached buffers)
+    ignored_checkpoint_keys: Tuple[str, ...] = ()
+
+    def __init__(self,
+                 arch: Union[str, dict] = 't',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 drop_path_rate: float = 0.0,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 out_norm: bool = True,
+                 init_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None):
+        super().__init__()
+        self.arch_name, self.arch = self.resolve_arch(arch)
+        self.depths: List[int] = list(self.arch['depths'])
+        self.dims: List[int] = list(self.arch['dims'])
+        self.in_channels = int(in_channels)
+        self.out_indices = self._check_out_indices(out_indices)
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= NUM_STAGES:
+            raise ValueError(f'frozen_stages must be an int in [-1, {NUM_STAGES}] (-1 nothing, 0 the stem, '
+                             f'k the stem and the first k stages), got {frozen_stages!r}')
+        if not 0.0 <= float(drop_path_rate) < 1.0:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.drop_path_rate = float(drop_path_rate)
+
+        n = sum(self.depths)  # linspace in Python: this also runs under torch.device('meta')
+        dpr = [self.drop_path_rate * j / (n - 1) if n > 1 else 0.0 for j in range(n)]
+        self._build(self.arch, self.in_channels, dpr)
+        if len(self.downsample_layers) != NUM_STAGES or len(self.stages) != NUM_STAGES:
+            raise RuntimeError(f'{type(self).__name__}._build must create {NUM_STAGES} downsample_layers '
+                               f'and {NUM_STAGES} stages')
+        self.out_norm = out_norm
+        if out_norm:
+            self.out_norms = nn.ModuleList(
+                LayerNorm2d(self.dims[i], eps=1e-6) if i in self.out_indices else nn.Identity()
+                for i in range(NUM_STAGES))
+
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give either pretrained= or init_cfg=, not both')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        if init_cfg is not None and not isinstance(init_cfg, dict):
+            raise TypeError(f'init_cfg must be a dict or None, got {type(init_cfg).__name__}')
+        self.init_cfg = copy.deepcopy(init_cfg)
+        self.is_init = False
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ arch handling
+    @classmethod
+    def arch_names(cls) -> List[str]:
+        return list(cls.arch_settings)
+
+    @classmethod
+    def resolve_arch(cls, arch: Union[str, dict]) -> Tuple[str, dict]:
+        """Return ``(name, settings)`` for an arch name (short, long or table name) or a custom dict."""
+        if isinstance(arch, dict):
+            settings = {**cls.arch_defaults, **arch}
+            missing = [k for k in ('depths', 'dims') if k not in settings]
+            if missing:
+                raise ValueError(f'custom {cls.__name__} arch dict needs {missing}; got keys {sorted(arch)}')
+            for key in ('depths', 'dims'):
+                if len(settings[key]) != NUM_STAGES:
+                    raise ValueError(f'custom arch {key} must have {NUM_STAGES} entries, got {settings[key]}')
+            return 'custom', settings
+        if not isinstance(arch, str):
+            raise TypeError(f'arch must be a name or a dict, got {type(arch).__name__}')
+        key = arch.lower()
+        if key.startswith(cls.family + '_'):
+            key = key[len(cls.family) + 1:]
+        key = cls.arch_aliases.get(key, key)
+        if key not in cls.arch_settings:
+            aliases = ', '.join(f'{a}->{n}' for a, n in cls.arch_aliases.items())
+            raise ValueError(f'unknown {cls.__name__} arch {arch!r}; valid: {", ".join(cls.arch_settings)}'
+                             + (f' (aliases: {aliases})' if aliases else '')
+                             + ', or a dict with depths/dims')
+        return key, {**cls.arch_defaults, **cls.arch_settings[key]}
+
+    def _check_out_indices(self, out_indices) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = (out_indices,)
+        result = []
+        for i in out_indices:
+            if not isinstance(i, int) or not -NUM_STAGES <= i < NUM_STAGES:
+                raise ValueError(f'out_indices entries must be ints in [-{NUM_STAGES}, {NUM_STAGES - 1}], '
+                                 f'got {tuple(out_indices)}')
+            result.append(i % NUM_STAGES)
+        if not result or len(set(result)) != len(result):
+            raise ValueError(f'out_indices must be non-empty and without repeats, got {tuple(out_indices)}')
+        return tuple(sorted(result))
+
+    @property
+    def out_channels(self) -> List[int]:
+        return [self.dims[i] for i in self.out_indices]
+
+    @property
+    def out_strides(self) -> List[int]:
+        return [4 * 2 ** i for i in self.out_indices]
+
+    # ------------------------------------------------------------------ family hooks
+    def _build(self, arch: dict, in_channels: int, dpr: List[float]) -> None:
+        raise NotImplementedError
+
+    def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Run the blocks of stage ``i`` (activation checkpointing per block when ``with_cp``)."""
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            for block in self.stages[i]:
+                x = _checkpoint(block, x, use_reentrant=False)
+            return x
+        return self.stages[i](x)
+
+    def to_nchw(self, x: torch.Tensor) -> torch.Tensor:
+        """Turn a stage output into NCHW (families running NHWC override this)."""
+        return x
+
+    @classmethod
+    def convert_checkpoint(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
+        """Map a foreign key layout onto ours; return ``(state_dict, layout_name)``."""
+        return state_dict, 'official'
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'{type(self).__name__} expects an NCHW batch with {self.in_channels} channels, '
+                             f'got shape {tuple(x.shape)}')
+        outs = []
+        last = self.out_indices[-1]
+        for i in range(last + 1):
+            x = self.downsample_layers[i](x)
+            x = self.forward_stage(i, x)
+            if i in self.out_indices:
+                y = self.to_nchw(x)
+                if self.out_norm:
+                    y = self.out_norms[i](y)
+                # Contiguous NCHW, not a channels-last view: the LayerNorms (and the NHWC families) leave
+                # permuted strides, which convolutions accept but compiled ops that index raw NCHW memory
+                # do not. mmcv's RoIAlign read such maps as scrambled stripes, and a Mask R-CNN on any
+                # backbone here trained its RPN but never its RoI heads (toy bbox mAP 0.002 -> see README).
+                outs.append(y.contiguous())
+        return tuple(outs)
+
+    # ------------------------------------------------------------------ freezing / modes
+    def _frozen_modules(self) -> List[nn.Module]:
+        mods = []
+        if self.frozen_stages >= 0:
+            mods.append(self.downsample_layers[0])
+        for i in range(self.frozen_stages):
+            if i > 0:
+                mods.append(self.downsample_layers[i])
+            mods.append(self.stages[i])
+        return mods
+
+    def _freeze_stages(self) -> None:
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------------ weights
+    def init_weights(self) -> None:
+        """Honour ``init_cfg`` (called by OpenMMLab runners; call it yourself in plain PyTorch)."""
+        cfg = self.init_cfg
+        if cfg is not None:
+            kind = cfg.get('type')
+            if kind != 'Pretrained':
+                raise ValueError(f"{type(self).__name__} supports init_cfg=dict(type='Pretrained', "
+                                 f"checkpoint=...) or None, got type={kind!r}")
+            if not cfg.get('checkpoint'):
+                raise ValueError("init_cfg type 'Pretrained' needs checkpoint=PATH_OR_URL")
+            from .checkpoint import load_pretrained
+            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
+                            use_ema=cfg.get('use_ema', False), map_location=cfg.get('map_location', 'cpu'))
+        self.is_init = True
+
+    @staticmethod
+    def _init_module(m: nn.Module) -> None:
+        """Default initialisation of the official codebases: trunc-normal(0.02) weights, zero biases."""
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def no_weight_decay(self) -> List[str]:
+        """Names (relative to the backbone) of parameters that must get no weight decay beyond 1-D ones."""
+        return []
+
+    # ------------------------------------------------------------------ layer-wise lr decay
+    def param_position(self, name: str) -> Tuple[str, int, int]:
+        """``(kind, stage, block)`` of a parameter; kind is stem/downsample/block/out_norm/other."""
+        parts = name.split('.')
+        if parts[0] == 'downsample_layers':
+            s = int(parts[1])
+            return ('stem', 0, -1) if s == 0 else ('downsample', s, -1)
+        if parts[0] == 'stages':
+            return 'block', int(parts[1]), int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+        if parts[0] == 'out_norms':
+            return 'out_norm', int(parts[1]), -1
+        return 'other', -1, -1
+
+    def num_layers(self, scheme: str = 'layer_wise') -> int:
+        """The ``num_layers`` of the published recipes, derived from the depths.
+
+        layer_wise: 3 + ceil(depth of stage 2 / 3) (6 for 9 blocks, 12 for 27, as in ConvNeXt's configs);
+        stage_wise: 6 for models with at most 9 stage-2 blocks, else 12 (ConvNeXt's UperNet configs);
+        block_wise: every block is a layer (sum of depths).
+        """
+        if scheme == 'layer_wise':
+            return 3 + math.ceil(self.depths[2] / 3)
+        if scheme == 'stage_wise':
+            return 6 if self.depths[2] <= 9 else 12
+        if scheme == 'block_wise':
+            return sum(self.depths)
+        raise ValueError(f'unknown layer decay scheme {scheme!r}; valid: {", ".join(LAYER_DECAY_SCHEMES)}')
+
+    def get_layer_depth(self, param_name: str, prefix: str = '', scheme: str = 'layer_wise',
+                        num_layers: Optional[int] = None) -> Tuple[int, int]:
+        """Layer id of a parameter and the total number of ids, ``(layer_id, max_layer_id)``.
+
+        Learning-rate scale = ``decay_rate ** (max_layer_id - layer_id - 1)``; parameters outside the
+        backbone (or not starting with ``prefix``) get ``max_layer_id - 1`` (scale 1), like the heads.
+        ``layer_wise`` and ``stage_wise`` reproduce ConvNeXt's published rules (mmdet's
+        ``get_layer_id_for_convnext`` / ``get_stage_id_for_convnext``) for every family; ``block_wise``
+        gives every block its own id.
+        """
+        n = self.num_layers(scheme) if num_layers is None else int(num_layers)
+        max_id = n + 2
+        if not param_name.startswith(prefix):
+            return max_id - 1, max_id
+        kind, stage, block = self.param_position(param_name[len(prefix):])
+        if kind in ('out_norm', 'other'):
+            return max_id - 1, max_id
+        if scheme == 'layer_wise':
+            if kind == 'stem':
+                return 0, max_id
+            if stage == 3:
+                return n, max_id
+            if kind == 'downsample':
+                return stage + 1, max_id
+            if stage in (0, 1):
+                return stage + 1, max_id
+            return min(3 + block // 3, n - 1), max_id
+        if scheme == 'stage_wise':
+            if kind in ('stem', 'downsample'):
+                return 0, max_id
+            return stage + 1, max_id
+        # block_wise: stem 0, blocks 1..sum(depths); a downsampler goes with the first block of its stage
+        first = 1 + sum(self.depths[:stage])
+        if kind == 'stem':
+            return 0, max_id
+        if kind == 'downsample':
+            return first, max_id
+        return first + block, max_id
+
+    # ------------------------------------------------------------------ misc
+    def extra_repr(self) -> str:
+        return (f'arch={self.arch_name!r}, depths={self.depths}, dims={self.dims}, out_indices={self.out_indices}, '
+                f'frozen_stages={self.frozen_stages}, norm_eval={self.norm_eval}, with_cp={self.with_cp}')

@@ -1,0 +1,116 @@
+"""Conv2Former (Hou et al., "Conv2Former: A Simple Transformer-Style ConvNet for Visual Recognition").
+
+Parameter names follow the official HVision-NKU/Conv2Former code, so its checkpoints (the timm-style
+saver's ``state_dict`` / ``state_dict_ema``) load unchanged; the classifier (``head.*``, ``pred.*``) is
+dropped. Sizes: N (kernel 7), T/S/B/L (kernel 11) and the ImageNet-22K B whose kernel is 7 (``b_22k``).
+
+The stem holds BatchNorm (GELU before BN, as in the official code): with 2 images per GPU use
+``norm_eval=True`` (the shipped configs do) or SyncBN.
+"""
+from typing import List
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath
+
+from .base import MultiScaleBackbone
+from .layers import LayerNorm2d
+from .registry import register_family
+
+
+class ConvMod(nn.Module):
+    """Convolutional modulation: ``proj( dwKxK(GELU(conv1x1(LN x))) * conv1x1(LN x) )`` (official ``attn``)."""
+
+    def __init__(self, dim: int, kernel_size: int):
+        super().__init__()
+        self.norm = LayerNorm2d(dim, eps=1e-6)
+        self.att = nn.Sequential(
+            nn.Conv2d(dim, dim, 1),
+            nn.GELU(),
+            nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim))
+        self.v = nn.Conv2d(dim, dim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        return self.proj(self.att(x) * self.v(x))
+
+
+class ConvMlp(nn.Module):
+    """LN -> 1x1 (C->rC) -> GELU -> h + GELU(dw3x3 h) -> 1x1 (rC->C) (official ``mlp``)."""
+
+    def __init__(self, dim: int, mlp_ratio: int = 4):
+        super().__init__()
+        hidden = dim * mlp_ratio
+        self.norm = LayerNorm2d(dim, eps=1e-6)
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.pos = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.fc1(self.norm(x)))
+        x = x + self.act(self.pos(x))
+        return self.fc2(x)
+
+
+class Conv2FormerBlock(nn.Module):
+    def __init__(self, dim: int, kernel_size: int, mlp_ratio: int = 4, drop_path: float = 0.0,
+                 layer_scale_init: float = 1e-6):
+        super().__init__()
+        self.attn = ConvMod(dim, kernel_size)
+        self.mlp = ConvMlp(dim, mlp_ratio)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.layer_scale_1 = nn.Parameter(torch.full((dim,), layer_scale_init))
+        self.layer_scale_2 = nn.Parameter(torch.full((dim,), layer_scale_init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.layer_scale_1[:, None, None] * self.attn(x))
+        x = x + self.drop_path(self.layer_scale_2[:, None, None] * self.mlp(x))
+        return x
+
+
+@register_family
+class Conv2Former(MultiScaleBackbone):
+    """Conv2Former as a 4-stage feature-pyramid backbone (see :mod:`backbones.base` for the contract).
+
+    ``arch``: ``'n'``, ``'t'``, ``'s'``, ``'b'``, ``'b_22k'``, ``'l'`` (or ``'tiny'``, ``'conv2former_t'``
+    ...) or ``dict(depths=[...], dims=[...], kernel_size=k, mlp_ratio=4)``.
+    """
+    family = 'conv2former'
+    arch_settings = {
+        'n': dict(depths=[2, 2, 8, 2], dims=[64, 128, 256, 512], kernel_size=7),
+        't': dict(depths=[3, 3, 12, 3], dims=[72, 144, 288, 576], kernel_size=11),
+        's': dict(depths=[4, 4, 32, 4], dims=[72, 144, 288, 576], kernel_size=11),
+        'b': dict(depths=[4, 4, 34, 4], dims=[96, 192, 384, 768], kernel_size=11),
+        'b_22k': dict(depths=[4, 4, 34, 4], dims=[96, 192, 384, 768], kernel_size=7),
+        'l': dict(depths=[4, 4, 48, 4], dims=[128, 256, 512, 1024], kernel_size=11),
+    }
+    arch_aliases = {'nano': 'n', 'tiny': 't', 'small': 's', 'base': 'b', 'large': 'l',
+                    'base_22k': 'b_22k', 'b22k': 'b_22k'}
+    arch_defaults = dict(kernel_size=7, mlp_ratio=4, layer_scale_init=1e-6)
+    classifier_prefixes = ('head.', 'pred.')
+
+    def _build(self, arch: dict, in_channels: int, dpr: List[float]) -> None:
+        dims, depths, k = arch['dims'], arch['depths'], arch['kernel_size']
+        half = dims[0] // 2
+        stem = nn.Sequential(  # keys downsample_layers.0.{0,2,3,5,6}
+            nn.Conv2d(in_channels, half, 3, stride=2, padding=1, bias=False),
+            nn.GELU(),
+            nn.BatchNorm2d(half),
+            nn.Conv2d(half, half, 3, stride=1, padding=1, bias=False),
+            nn.GELU(),
+            nn.BatchNorm2d(half),
+            nn.Conv2d(half, dims[0], 2, stride=2, bias=False))
+        self.downsample_layers = nn.ModuleList([stem])
+        for i in range(3):
+            self.downsample_layers.append(nn.Sequential(
+                LayerNorm2d(dims[i], eps=1e-6), nn.Conv2d(dims[i], dims[i + 1], 2, stride=2)))
+        self.stages = nn.ModuleList()
+        cur = 0
+        for i in range(4):
+            self.stages.append(nn.Sequential(*[
+                Conv2FormerBlock(dims[i], k, arch['mlp_ratio'], dpr[cur + j], arch['layer_scale_init'])
+                for j in range(depths[i])]))
+            cur += depths[i]
+        self.apply(self._init_module)

@@ -1,0 +1,53 @@
+"""The thin OpenMMLab glue shared by ``detection`` and ``segmentation`` (needs mmengine only).
+
+``register(models, optim_constructors)`` puts every backbone family of the table and the layer-decay
+optimizer constructor into one OpenMMLab scope's registries; ``detection`` calls it with mmdet's
+registries and ``segmentation`` with mmseg's.
+"""
+import logging
+
+from . import mmcv_ops
+
+mmcv_ops.install()  # before anything imports mmcv.ops: mmcv-lite gets its ops on torchvision
+
+from backbones import families  # noqa: E402
+
+from .optim import LayerDecayOptimWrapperConstructor  # noqa: E402
+
+__all__ = ['register', 'LayerDecayOptimWrapperConstructor']
+
+
+class _MMLoggerBridge(logging.Handler):
+    """Forward the ``backbones`` logger (load reports) to mmengine's current logger."""
+
+    def emit(self, record):
+        from mmengine.logging import print_log
+        print_log(self.format(record), logger='current', level=record.levelno)
+
+
+def _bridge_logging():
+    log = logging.getLogger('backbones')
+    if not any(isinstance(h, _MMLoggerBridge) for h in log.handlers):
+        log.addHandler(_MMLoggerBridge())
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def register(models, optim_constructors) -> None:
+    """Register every backbone family (by class name) and the optimizer constructor; idempotent."""
+    for name, cls in families().items():
+        existing = models.module_dict.get(name)
+        if existing is cls:
+            continue
+        if existing is not None:
+            raise KeyError(f'{models.scope} MODELS already has a different {name!r} ({existing.__module__}); '
+                           f'refusing to shadow it')
+        models.register_module(name=name, module=cls)
+    # The constructor also goes into mmengine's root registry, which every scope falls back to: mmengine's
+    # build_optim_wrapper() called outside an mmdet/mmseg default scope looks only there.
+    from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as ROOT_CONSTRUCTORS
+    name = LayerDecayOptimWrapperConstructor.__name__
+    for registry in (optim_constructors, ROOT_CONSTRUCTORS):
+        if registry.module_dict.get(name) is not LayerDecayOptimWrapperConstructor:
+            registry.register_module(name=name, module=LayerDecayOptimWrapperConstructor)
+    _bridge_logging()

@@ -1,0 +1,78 @@
+"""Measurement helpers shared by the benchmark tools (tools/analysis/benchmark_backbones.py for backbones,
+tools/analysis/benchmark.py for whole models): autocast dtype, device sync, per-step timing summary and the
+peak RSS of one step (CPU memory, measured in a fresh child process by the tools)."""
+import gc
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+MIB = float(2 ** 20)
+
+
+def amp_dtype(device: torch.device, amp: bool):
+    if not amp:
+        return None
+    return torch.float16 if device.type == 'cuda' else torch.bfloat16
+
+
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def proc_status_kib(field: str):
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def maxrss_kib() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r // 1024 if sys.platform == 'darwin' else r  # bytes on macOS, KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # reset the peak RSS (VmHWM / ru_maxrss) to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def measure_step_rss(step) -> dict:
+    """Run ``step()`` once and return its peak RSS growth (MiB) over the RSS right before it."""
+    gc.collect()
+    rss_before = proc_status_kib('VmRSS')
+    maxrss_before = maxrss_kib()
+    # exact: reset the kernel's peak RSS to the current RSS, read VmHWM after the step
+    exact = rss_before is not None and reset_peak_rss() and proc_status_kib('VmHWM') is not None
+    t0 = time.perf_counter()
+    step()
+    elapsed = time.perf_counter() - t0
+    maxrss_after = maxrss_kib()
+    if exact:
+        method = 'VmHWM after clear_refs reset - VmRSS before step'
+        total_kib = proc_status_kib('VmHWM')
+        peak_kib = total_kib - rss_before
+    else:
+        method = 'ru_maxrss growth over the step (lower bound)'
+        total_kib = maxrss_after
+        peak_kib = maxrss_after - maxrss_before
+    return dict(peak_mib=max(peak_kib, 0) / 1024.0, peak_total_mib=total_kib / 1024.0, method=method,
+                step_ms=elapsed * 1e3,
+                rss_before_step_mib=None if rss_before is None else rss_before / 1024.0,
+                maxrss_before_step_mib=maxrss_before / 1024.0, maxrss_after_step_mib=maxrss_after / 1024.0)
+
+
+def summarize(times):
+    return dict(median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times),
+                mean_ms=statistics.fmean(times))
