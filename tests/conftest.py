@@ -29,3 +29,29 @@ def smallest_archs():
         if cls.__name__.startswith('Unified'):
             out.append((cls.__name__, arch, {'stage_norms': 'keep'}))
     return out
+
+
+def det_batch(n: int = 2, h: int = 160, w: int = 192) -> dict:
+    """A seeded mmdet batch (uint8 images, two boxes + masks per image) for loss / predict steps."""
+    import torch
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    g = torch.Generator().manual_seed(0)
+    boxes = [[int(0.1 * w), int(0.2 * h), int(0.47 * w), int(0.75 * h)],
+             [int(0.52 * w), int(0.25 * h), int(0.94 * w), int(0.94 * h)]]
+    samples = []
+    for _ in range(n):
+        s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
+                                        scale_factor=(1., 1.), batch_input_shape=(h, w)))
+        inst = InstanceData()
+        inst.bboxes = torch.tensor(boxes, dtype=torch.float32)
+        inst.labels = torch.tensor([0, 1])
+        masks = torch.zeros(2, h, w, dtype=torch.uint8)
+        for i, (x1, y1, x2, y2) in enumerate(boxes):
+            masks[i, y1:y2, x1:x2] = 1
+        inst.masks = BitmapMasks(masks.numpy(), h, w)
+        s.gt_instances = inst
+        samples.append(s)
+    return dict(inputs=[torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8) for _ in range(n)],
+                data_samples=samples)

@@ -12,6 +12,7 @@ pytest.importorskip('mmseg')
 
 from mmengine.config import Config  # noqa: E402
 
+from conftest import det_batch  # noqa: E402
 from glue import mmcv_ops  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -21,28 +22,6 @@ TINY = dict(type='Conv2Former', arch=dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 
 # the same heads (they differ in schedule and data only)
 RECIPES = ['det/conv2former_t_maskrcnn.py', 'det/conv2former_t_cascade.py', 'seg/conv2former_t_upernet.py']
 LITE = mmcv_ops.compiled_mmcv_ops() is None
-
-
-def _det_batch(n, h, w, training):
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
-    g = torch.Generator().manual_seed(0)
-    samples = []
-    for _ in range(n):
-        s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
-                                        scale_factor=(1., 1.), batch_input_shape=(h, w)))
-        inst = InstanceData()
-        inst.bboxes = torch.tensor([[10., 12., 60., 70.], [70., 20., 150., 110.]])
-        inst.labels = torch.tensor([0, 1])
-        masks = torch.zeros(2, h, w, dtype=torch.uint8)
-        masks[0, 12:70, 10:60] = 1
-        masks[1, 20:110, 70:150] = 1
-        inst.masks = BitmapMasks(masks.numpy(), h, w)
-        s.gt_instances = inst
-        samples.append(s)
-    return dict(inputs=[torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8) for _ in range(n)],
-                data_samples=samples)
 
 
 def _seg_batch(n, h, w):
@@ -91,7 +70,7 @@ def test_recipe_trains_and_predicts_on_provided_ops(rel):
         model.init_weights()
         model.train()
         det = cfg.default_scope == 'mmdet'
-        data = _det_batch(2, 128, 160, True) if det else _seg_batch(2, 128, 160)
+        data = det_batch(2, 128, 160) if det else _seg_batch(2, 128, 160)
         data = model.data_preprocessor(data, training=True)
         losses = model(**data, mode='loss')
         total = sum(v.sum() if torch.is_tensor(v) else sum(v) for k, v in losses.items() if 'loss' in k)
@@ -99,7 +78,7 @@ def test_recipe_trains_and_predicts_on_provided_ops(rel):
         total.backward()
         model.eval()
         with torch.no_grad():
-            data = _det_batch(1, 128, 160, False) if det else _seg_batch(1, 128, 160)
+            data = det_batch(1, 128, 160) if det else _seg_batch(1, 128, 160)
             preds = model(**model.data_preprocessor(data, training=False), mode='predict')
     assert len(preds) == 1
     if not LITE:

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from conftest import FIXTURES
+from conftest import FIXTURES, det_batch
 
 mmdet = pytest.importorskip('mmdet')
 mmseg = pytest.importorskip('mmseg')
@@ -13,28 +13,6 @@ from mmengine.hub import get_config  # noqa: E402
 
 TINY = dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64], kernel_size=7)
 BACKBONE = dict(type='Conv2Former', arch=TINY, drop_path_rate=0.1, norm_eval=True, init_cfg=None)
-
-
-def _det_inputs(n=2, h=160, w=192):
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-    from mmdet.structures.mask import BitmapMasks
-    g = torch.Generator().manual_seed(0)
-    samples = []
-    for _ in range(n):
-        s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), scale_factor=(1., 1.),
-                                        batch_input_shape=(h, w)))
-        inst = InstanceData()
-        inst.bboxes = torch.tensor([[20., 30., 90., 120.], [100., 40., 180., 150.]])
-        inst.labels = torch.tensor([0, 1])
-        masks = torch.zeros(2, h, w, dtype=torch.uint8)
-        masks[0, 30:120, 20:90] = 1
-        masks[1, 40:150, 100:180] = 1
-        inst.masks = BitmapMasks(masks.numpy(), h, w)
-        s.gt_instances = inst
-        samples.append(s)
-    return dict(inputs=[torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8) for _ in range(n)],
-                data_samples=samples)
 
 
 def test_mask_rcnn_from_mmdet_shipped_config():
@@ -56,7 +34,7 @@ def test_mask_rcnn_from_mmdet_shipped_config():
         if not k.startswith('out_norms'):
             assert torch.equal(v, official[k]), k
     model.train()
-    data = model.data_preprocessor(_det_inputs(), training=True)
+    data = model.data_preprocessor(det_batch(), training=True)
     losses = model(**data, mode='loss')
     total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(v) for k, v in losses.items() if 'loss' in k)
     assert torch.isfinite(total) and {'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'} <= set(losses)
@@ -64,7 +42,7 @@ def test_mask_rcnn_from_mmdet_shipped_config():
     assert model.backbone.stages[3][0].layer_scale_1.grad is not None
     model.eval()
     with torch.no_grad():
-        preds = model(**model.data_preprocessor(_det_inputs(1), training=False), mode='predict')
+        preds = model(**model.data_preprocessor(det_batch(1), training=False), mode='predict')
     assert len(preds) == 1
 
 

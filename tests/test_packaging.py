@@ -2,6 +2,7 @@
 installed code needs nothing on sys.path (the tools and tests never insert paths)."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,8 +16,12 @@ PACKAGES = {'backbones', 'detection', 'segmentation', 'glue'}
 
 def test_wheel_holds_the_packages(tmp_path):
     pytest.importorskip('setuptools')
+    build = os.path.join(ROOT, 'build')  # setuptools' in-tree scratch folder
+    had_build = os.path.exists(build)
     proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q',
                            '-w', str(tmp_path), ROOT], capture_output=True, text=True, timeout=300)
+    if not had_build:
+        shutil.rmtree(build, ignore_errors=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     wheel = next(p for p in os.listdir(tmp_path) if p.endswith('.whl'))
     names = zipfile.ZipFile(tmp_path / wheel).namelist()

@@ -1,20 +1,14 @@
 #!/usr/bin/env python
 """Toy "ImageNet" pretraining: classify synthetic shape crops, save a classifier checkpoint.
 
-Real users never train Mask R-CNN or UperNet from scratch: they start from an ImageNet classification
-checkpoint. The CPU demo does the same in miniature. This tool trains the backbone of a (toy) config as
-a classifier on procedurally drawn 96x96 crops -- one circle, square or triangle, or no shape at all,
-on the same random smooth textures as the toy detection / segmentation sets (tools/make_toy_data.py) --
-and saves it in the official classifier layout (backbone keys + ``head.*``), so it goes into a detector
-or segmentor exactly like a real release::
+Trains a (toy) config's backbone as a 4-way shape classifier and saves it in the official classifier
+layout, so it goes into a detector or segmentor like a real ImageNet release (details: ``glue.toy_pretrain``)::
 
     python tools/toy_pretrain.py configs/toy/conv2former_toy_maskrcnn.py --out work_dirs/toy_pretrain.pth
     python tools/train.py configs/toy/conv2former_toy_maskrcnn.py \\
         --cfg-options model.backbone.pretrained=work_dirs/toy_pretrain.pth
 
-Pure PyTorch apart from reading the config (mmengine). The crops are drawn from a seeded generator
-(a fixed pool, flipped and rotated at random per step); the held-out accuracy is measured on crops
-drawn with another seed. Writes ``OUT`` and ``OUT`` with ``.json`` (settings, loss curve, accuracy).
+Writes ``OUT`` and ``OUT`` with ``.json`` (settings, loss curve, accuracy).
 """
 import argparse
 
