@@ -41,9 +41,16 @@ def _tiny(cfg):
     cfg = copy.deepcopy(cfg)
     cfg.model.backbone = dict(TINY)
     chans = [8, 16, 24, 32]
-    if cfg.default_scope == 'mmdet':
+    if cfg.default_scope == 'mmdet':  # fewer proposals / RoI samples: the same ops, a fraction of the work
         cfg.model.neck.in_channels = chans
+        for rpn in (cfg.model.train_cfg.rpn_proposal, cfg.model.test_cfg.rpn):
+            rpn.nms_pre, rpn.max_per_img = 200, 32
+        rcnn = cfg.model.train_cfg.rcnn
+        for stage in (rcnn if isinstance(rcnn, list) else [rcnn]):
+            stage.sampler.num = 32
     else:
+        cfg.model.decode_head.channels = 32
+        cfg.model.auxiliary_head.channels = 16
         cfg.model.decode_head.in_channels = chans
         cfg.model.auxiliary_head.in_channels = chans[2]
         bn = dict(type='BN', requires_grad=True)  # torch's SyncBN needs a process group
