@@ -307,10 +307,11 @@ def cache_dir() -> str:
 
 def _url_basename(url: str) -> str:
     path = url.split('?')[0].split('#')[0]
+    base = os.path.basename(path)
     m = re.match(r'^https?://huggingface\.co/([^/]+)/([^/]+)/resolve/[^/]+/(.+)$', path)
-    if m:  # hub files share generic names (model.safetensors): prefix org and repo
-        return f'{m[1]}--{m[2]}--{m[3].replace("/", "--")}'
-    return os.path.basename(path)
+    if m and re.match(r'^(model|pytorch_model|open_clip_pytorch_model|open_clip_model)\.', base):
+        return f'{m[1]}--{m[2]}--{base}'  # generic hub file names (timm's model.safetensors): org and repo first
+    return base
 
 
 def local_path(entry: Checkpoint) -> str:

@@ -26,7 +26,7 @@ if ROOT not in sys.path:
 
 from mmengine.config import Config  # noqa: E402
 
-from backbones import families  # noqa: E402
+from backbones import families, hub  # noqa: E402
 
 DET_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'det', '*.py')))
 SEG_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'seg', '*.py')))
@@ -92,8 +92,11 @@ def test_config_consistent(path):
         assert list(cfg.model.decode_head.in_channels) == out
         assert cfg.model.auxiliary_head.in_channels == out[cfg.model.auxiliary_head.in_index]
     # one obvious place names the checkpoint
-    assert isinstance(cfg.checkpoint_file, str) and cfg.checkpoint_file.startswith('checkpoints/')
     assert bb.init_cfg == dict(type='Pretrained', checkpoint=cfg.checkpoint_file)
+    # ... by name: an official release file of this very backbone (backbones/hub.py)
+    entry = hub.get(cfg.checkpoint_file)
+    assert entry.name == cfg.checkpoint_file and entry.task is None
+    assert entry.arch == f'{cls.family}_{cls.resolve_arch(bb.arch)[0]}'
     assert cfg.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert 'mmpretrain' not in str(cfg.to_dict())  # (pretty_text would cost 0.7 s per config)
@@ -220,8 +223,8 @@ def test_conv2former_recipe(path):
     bb = cfg.model.backbone
     assert bb.arch == size and out_channels(cfg) == C2F_OUT[size]
     assert bb.norm_eval is True  # BN stem + 2 images/GPU: keep the ImageNet statistics
-    pretrain = '22k' if size == 'l' else '1k'
-    assert cfg.checkpoint_file == f'checkpoints/conv2former_{size}_{pretrain}.pth'
+    pretrain = 'in22k_ft_in1k' if size == 'l' else 'in1k'  # L: the official files are 22K then 1K-fine-tuned
+    assert cfg.checkpoint_file == f'conv2former_{size}.{pretrain}'
     lr, decay, dp = C2F_RECIPE[(kind, size)]
     ow = cfg.optim_wrapper
     assert bb.drop_path_rate == dp

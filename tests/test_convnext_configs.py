@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 
+from backbones import hub
 from conftest import ROOT
 
 Config = pytest.importorskip('mmengine.config').Config
@@ -65,8 +66,12 @@ def test_config(path):
     ow = cfg.optim_wrapper
     assert ow.optimizer.lr == lr and ow.paramwise_cfg.decay_rate == decay and 'num_layers' not in ow.paramwise_cfg
     assert ow.type == ('OptimWrapper' if row in ('L', 'XL') else 'AmpOptimWrapper')
-    assert bb.init_cfg.checkpoint == cfg.checkpoint_file and cfg.checkpoint_file.startswith('checkpoints/')
-    assert ('22k' in cfg.checkpoint_file) == (row in ('L', 'XL'))
+    assert bb.init_cfg.checkpoint == cfg.checkpoint_file
+    entry = hub.get(cfg.checkpoint_file)
+    assert entry.arch == f'{family}_{model.arch_name}' and entry.task is None
+    assert ('22k' in entry.pretrain) == (row in ('L', 'XL'))
+    assert entry.pretrain == ({'T': 'in1k', 'S': 'in1k', 'B': 'in1k', 'L': 'in22k', 'XL': 'in22k'}[row] if v1 else
+                              'fcmae-ft-in22k-in1k' if row in ('L', 'XL') else 'fcmae-ft-in1k')
     if kind == 'upernet':
         crop = [t for t in cfg.train_dataloader.dataset.pipeline if t['type'] == 'RandomCrop'][0]['crop_size']
         assert tuple(crop) == ((640, 640) if row in ('L', 'XL') else (512, 512))
