@@ -40,12 +40,19 @@ def _name(path):
     return osp.basename(path)
 
 
+# initialisations other than the family's ImageNet release, as a tag before the kind
+INIT_TAGS = ('dinov3',)
+
+
 def split_name(path):
-    """'conv2former_t_cascade.py' -> (Conv2Former class, 't', 'cascade')."""
+    """'conv2former_t_cascade.py' -> (Conv2Former class, 't', 'cascade'); 'convnext_t_dinov3_cascade.py' ->
+    (ConvNeXt, 't', 'cascade')."""
     stem = _name(path)[:-3]
     kind = next((k for k in KINDS if stem.endswith('_' + k)), None)
     assert kind, f'{_name(path)}: the name must end with one of {KINDS}'
     stem = stem[:-len(kind) - 1]
+    tag = next((t for t in INIT_TAGS if stem.endswith('_' + t)), None)
+    stem = stem[:-len(tag) - 1] if tag else stem
     family = max((f for f in FAMILY_BY_PREFIX if stem.startswith(f + '_')), key=len, default=None)
     assert family, f'{_name(path)}: no backbone family prefix (known: {sorted(FAMILY_BY_PREFIX)})'
     return FAMILY_BY_PREFIX[family], stem[len(family) + 1:], kind
@@ -61,7 +68,10 @@ def load(path):
 
 
 def base_of(path):
+    """The recipe base (configs/_base_/...) of a config, through a parent model config if there is one."""
     m = re.search(r"^_base_ = '([^']+)'", open(path).read(), re.M)
+    if m and m.group(1).startswith('./'):  # a variant of a model config (e.g. another initialisation)
+        return base_of(osp.join(osp.dirname(path), m.group(1)))
     return osp.basename(m.group(1)) if m else None
 
 
