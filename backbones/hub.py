@@ -234,7 +234,8 @@ _TABLE: List[Checkpoint] = [
     # ---- ConvNeXt V2: official files; the models are CC-BY-NC 4.0 (the code is MIT)
     *_rows(_CONVNEXT_V2, 'CC-BY-NC-4.0', 'official', [
         *[(f'convnextv2_{s}.fcmae', f'convnextv2_{s}', 'fcmae', 224,
-           f'{_FB}convnextv2/pt_only/convnextv2_{s}_1k_224_fcmae.pt', {'layout': 'fcmae', 'timm': f'convnextv2_{s}.fcmae'})
+           f'{_FB}convnextv2/pt_only/convnextv2_{s}_1k_224_fcmae.pt',
+           {'layout': 'fcmae', 'timm': f'convnextv2_{s}.fcmae'})
           for s in ('atto', 'femto', 'pico', 'nano', 'tiny', 'base', 'large', 'huge')],
         *[(f'convnextv2_{s}.fcmae_ft_in1k', f'convnextv2_{s}', 'fcmae-ft-in1k', 224,
            f'{_FB}convnextv2/im1k/convnextv2_{s}_1k_224_ema.pt', {'timm': f'convnextv2_{s}.fcmae_ft_in1k'})
@@ -338,11 +339,15 @@ def resolve(spec: str, progress: bool = True) -> str:
         if len(parts) < 2 or not all(parts):
             raise CheckpointError(f'{spec!r}: expected hf-hub:<org>/<repo>[/<file>]')
         repo, file = '/'.join(parts[:2]), '/'.join(parts[2:]) or 'model.safetensors'
-        spec = hf_hub_url(repo, file)
-    if spec.startswith(('http://', 'https://')):
-        dst = os.path.join(cache_dir(), _url_basename(spec))
+        url = hf_hub_url(repo, file)
+        dst = os.path.join(cache_dir(), '--'.join(parts[:2] + [file.replace('/', '--')]))
+    elif spec.startswith(('http://', 'https://')):
+        url, dst = spec, os.path.join(cache_dir(), _url_basename(spec))
+    else:
+        url = None
+    if url is not None:
         if not os.path.isfile(dst):
-            download(spec, dst, progress=progress)
+            download(url, dst, progress=progress)
         return dst
     if os.path.exists(spec) or not looks_like_name(spec):
         return spec
