@@ -244,7 +244,7 @@ class MultiScaleBackbone(nn.Module):
                 raise ValueError(f"{type(self).__name__} supports init_cfg=dict(type='Pretrained', "
                                  f"checkpoint=...) or None, got type={kind!r}")
             if not cfg.get('checkpoint'):
-                raise ValueError("init_cfg type 'Pretrained' needs checkpoint=NAME_PATH_OR_URL (a named checkpoint, a file or a URL)")
+                raise ValueError("init_cfg type 'Pretrained' needs checkpoint=NAME_PATH_OR_URL")
             from .checkpoint import load_pretrained
             load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
                             use_ema=cfg.get('use_ema', False), map_location=cfg.get('map_location', 'cpu'))
