@@ -1,7 +1,7 @@
 """Multi-scale vision backbones in pure PyTorch (torch + timm layers; no OpenMMLab import).
 
 >>> from backbones import build_backbone, list_backbones
->>> m = build_backbone('conv2former_t', init_cfg=dict(type='Pretrained', checkpoint='conv2former_t.pth'))
+>>> m = build_backbone('conv2former_t', init_cfg=dict(type='Pretrained', checkpoint='conv2former_t.in1k'))
 >>> m.init_weights()            # strict load, prints a load report
 >>> feats = m(torch.randn(1, 3, 800, 1216))   # 4 NCHW maps, strides 4/8/16/32, m.out_channels wide
 """

@@ -30,7 +30,7 @@ Everything else is shared and behaves the same for every family:
     a fresh LayerNorm over channels (eps 1e-6) on every returned map, as the official detection backbones
     of ConvNeXt and STM add (``out_norms.<i>``). ``False`` returns the raw stage outputs.
 ``init_cfg``
-    ``dict(type='Pretrained', checkpoint=PATH_OR_URL, prefix=None, use_ema=False)`` loads a checkpoint in
+    ``dict(type='Pretrained', checkpoint=NAME_PATH_OR_URL, prefix=None, use_ema=False)`` loads a checkpoint in
     ``init_weights()`` through the strict loader of :mod:`backbones.checkpoint`; ``None`` keeps the
     random initialisation.
 
@@ -244,7 +244,7 @@ class MultiScaleBackbone(nn.Module):
                 raise ValueError(f"{type(self).__name__} supports init_cfg=dict(type='Pretrained', "
                                  f"checkpoint=...) or None, got type={kind!r}")
             if not cfg.get('checkpoint'):
-                raise ValueError("init_cfg type 'Pretrained' needs checkpoint=PATH_OR_URL")
+                raise ValueError("init_cfg type 'Pretrained' needs checkpoint=NAME_PATH_OR_URL")
             from .checkpoint import load_pretrained
             load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
                             use_ema=cfg.get('use_ema', False), map_location=cfg.get('map_location', 'cpu'))

@@ -113,21 +113,14 @@ def _group(key: str) -> str:
 
 
 def read_checkpoint(path: str, map_location='cpu') -> dict:
-    """Load a checkpoint file or http(s) URL safely (``weights_only=True`` plus an explicit allow-list;
-    ``.safetensors`` files through safetensors)."""
-    path = str(path)
-    if path.startswith(('http://', 'https://')):
-        from torch.hub import download_url_to_file, get_dir
-        cache = os.path.join(get_dir(), 'checkpoints')
-        os.makedirs(cache, exist_ok=True)
-        local = os.path.join(cache, os.path.basename(path.split('?')[0]))
-        if not os.path.exists(local):
-            logger.info('downloading %s to %s', path, local)
-            download_url_to_file(path, local, progress=True)
-        path = local
+    """Load a checkpoint file, http(s) URL or named checkpoint safely (``weights_only=True`` plus an explicit
+    allow-list; ``.safetensors`` files through safetensors). Names and URLs are resolved (downloaded once
+    into the torch hub cache) by :func:`backbones.hub.resolve`."""
+    from .hub import missing_file_hint, resolve
+    path = resolve(str(path))
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint file not found: {path!r} (give a local path or an http(s) URL; '
-                                f'set init_cfg=None to train from scratch)')
+        raise FileNotFoundError(f'checkpoint file not found: {path!r} (give a local path, an http(s) URL or a '
+                                f'checkpoint name; set init_cfg=None to train from scratch){missing_file_hint(path)}')
     if path.endswith('.safetensors'):  # timm's hub weights: tensors only, nothing to unpickle
         try:
             from safetensors.torch import load_file
@@ -247,6 +240,8 @@ def load_pretrained(model, checkpoint, prefix: Optional[str] = None, use_ema: bo
     if isinstance(checkpoint, dict):
         obj, source = checkpoint, '<dict>'
     else:
+        from .hub import check_arch
+        check_arch(model, checkpoint)  # a named release of another size: refused before downloading it
         obj, source = read_checkpoint(checkpoint, map_location), str(checkpoint)
     sd, wrapper = extract_state_dict(obj, use_ema=use_ema)
     sd, used_prefix = select_prefix(sd, prefix)

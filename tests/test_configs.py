@@ -23,7 +23,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 from mmengine.config import Config  # noqa: E402
 
-from backbones import families  # noqa: E402
+from backbones import families, hub  # noqa: E402
 
 DET_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'det', '*.py')))
 SEG_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'seg', '*.py')))
@@ -37,12 +37,19 @@ def _name(path):
     return osp.basename(path)
 
 
+# initialisations other than the family's ImageNet release, as a tag before the kind
+INIT_TAGS = ('dinov3',)
+
+
 def split_name(path):
-    """'conv2former_t_cascade.py' -> (Conv2Former class, 't', 'cascade')."""
+    """'conv2former_t_cascade.py' -> (Conv2Former class, 't', 'cascade'); 'convnext_t_dinov3_cascade.py' ->
+    (ConvNeXt, 't', 'cascade')."""
     stem = _name(path)[:-3]
     kind = next((k for k in KINDS if stem.endswith('_' + k)), None)
     assert kind, f'{_name(path)}: the name must end with one of {KINDS}'
     stem = stem[:-len(kind) - 1]
+    tag = next((t for t in INIT_TAGS if stem.endswith('_' + t)), None)
+    stem = stem[:-len(tag) - 1] if tag else stem
     family = max((f for f in FAMILY_BY_PREFIX if stem.startswith(f + '_')), key=len, default=None)
     assert family, f'{_name(path)}: no backbone family prefix (known: {sorted(FAMILY_BY_PREFIX)})'
     return FAMILY_BY_PREFIX[family], stem[len(family) + 1:], kind
@@ -58,7 +65,10 @@ def load(path):
 
 
 def base_of(path):
+    """The recipe base (configs/_base_/...) of a config, through a parent model config if there is one."""
     m = re.search(r"^_base_ = '([^']+)'", open(path).read(), re.M)
+    if m and m.group(1).startswith('./'):  # a variant of a model config (e.g. another initialisation)
+        return base_of(osp.join(osp.dirname(path), m.group(1)))
     return osp.basename(m.group(1)) if m else None
 
 
@@ -89,8 +99,11 @@ def test_config_consistent(path):
         assert list(cfg.model.decode_head.in_channels) == out
         assert cfg.model.auxiliary_head.in_channels == out[cfg.model.auxiliary_head.in_index]
     # one obvious place names the checkpoint
-    assert isinstance(cfg.checkpoint_file, str) and cfg.checkpoint_file.startswith('checkpoints/')
     assert bb.init_cfg == dict(type='Pretrained', checkpoint=cfg.checkpoint_file)
+    # ... by name: an official release file of this very backbone (backbones/hub.py)
+    entry = hub.get(cfg.checkpoint_file)
+    assert entry.name == cfg.checkpoint_file and entry.task is None
+    assert entry.arch == f'{cls.family}_{cls.resolve_arch(bb.arch)[0]}'
     assert cfg.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert 'mmpretrain' not in str(cfg.to_dict())  # (pretty_text would cost 0.7 s per config)
@@ -217,8 +230,8 @@ def test_conv2former_recipe(path):
     bb = cfg.model.backbone
     assert bb.arch == size and out_channels(cfg) == C2F_OUT[size]
     assert bb.norm_eval is True  # BN stem + 2 images/GPU: keep the ImageNet statistics
-    pretrain = '22k' if size == 'l' else '1k'
-    assert cfg.checkpoint_file == f'checkpoints/conv2former_{size}_{pretrain}.pth'
+    pretrain = 'in22k_ft_in1k' if size == 'l' else 'in1k'  # L: the official files are 22K then 1K-fine-tuned
+    assert cfg.checkpoint_file == f'conv2former_{size}.{pretrain}'
     lr, decay, dp = C2F_RECIPE[(kind, size)]
     ow = cfg.optim_wrapper
     assert bb.drop_path_rate == dp

@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 
+from backbones import hub
 from conftest import ROOT
 
 Config = pytest.importorskip('mmengine.config').Config
@@ -14,7 +15,9 @@ Config = pytest.importorskip('mmengine.config').Config
 V1 = ('t', 's', 'b', 'l', 'xl')
 V2 = ('atto', 'femto', 'pico', 'nano', 'tiny', 'base', 'large', 'huge')
 KINDS = ('maskrcnn', 'cascade', 'upernet')
-CONFIGS = sorted(p for d in ('det', 'seg') for p in glob.glob(osp.join(ROOT, 'configs', d, 'convnext*.py')))
+ALL = sorted(p for d in ('det', 'seg') for p in glob.glob(osp.join(ROOT, 'configs', d, 'convnext*.py')))
+CONFIGS = [p for p in ALL if '_dinov3_' not in p]
+DINOV3 = [p for p in ALL if '_dinov3_' in p]
 NAME_RE = re.compile(r'^(?P<family>convnextv2|convnext)_(?P<size>[a-z]+)_(?P<kind>maskrcnn|cascade|upernet)\.py$')
 
 # ConvNeXt row used per size (V2 has no published values: matching ConvNeXt size, see the headers)
@@ -38,6 +41,7 @@ def _parse(path):
 
 
 def test_config_set_is_complete():
+    assert {osp.basename(p) for p in DINOV3} == {f'convnext_{s}_dinov3_{k}.py' for s in 'tsbl' for k in KINDS}
     names = {osp.basename(p) for p in CONFIGS}
     want = {f'convnext_{s}_{k}.py' for s in V1 for k in KINDS} | {f'convnextv2_{s}_{k}.py' for s in V2 for k in KINDS}
     assert names == want
@@ -65,8 +69,12 @@ def test_config(path):
     ow = cfg.optim_wrapper
     assert ow.optimizer.lr == lr and ow.paramwise_cfg.decay_rate == decay and 'num_layers' not in ow.paramwise_cfg
     assert ow.type == ('OptimWrapper' if row in ('L', 'XL') else 'AmpOptimWrapper')
-    assert bb.init_cfg.checkpoint == cfg.checkpoint_file and cfg.checkpoint_file.startswith('checkpoints/')
-    assert ('22k' in cfg.checkpoint_file) == (row in ('L', 'XL'))
+    assert bb.init_cfg.checkpoint == cfg.checkpoint_file
+    entry = hub.get(cfg.checkpoint_file)
+    assert entry.arch == f'{family}_{model.arch_name}' and entry.task is None
+    assert ('22k' in entry.pretrain) == (row in ('L', 'XL'))
+    assert entry.pretrain == ({'T': 'in1k', 'S': 'in1k', 'B': 'in1k', 'L': 'in22k', 'XL': 'in22k'}[row] if v1 else
+                              'fcmae-ft-in22k-in1k' if row in ('L', 'XL') else 'fcmae-ft-in1k')
     if kind == 'upernet':
         crop = [t for t in cfg.train_dataloader.dataset.pipeline if t['type'] == 'RandomCrop'][0]['crop_size']
         assert tuple(crop) == ((640, 640) if row in ('L', 'XL') else (512, 512))
@@ -90,3 +98,27 @@ def test_detector_builds_and_runs():
     with torch.no_grad():
         feats = model.extract_feat(torch.randn(1, 3, 160, 224))
     assert len(feats) == 5 and feats[0].shape == (1, 256, 40, 56)
+
+
+@pytest.mark.parametrize('path', DINOV3, ids=osp.basename)
+def test_dinov3_config_is_the_convnext_recipe_from_dinov3_weights(path):
+    """T/S/B/L from timm's DINOv3 ConvNeXt: the ConvNeXt config of the same size and method, only the
+    initialisation changed (the recipe choice its header states)."""
+    name = osp.basename(path)
+    size, kind = name.split('_')[1], name.split('_')[-1][:-3]
+    parent_path = path.replace('_dinov3', '')
+    assert f"_base_ = './{osp.basename(parent_path)}'" in open(path).read()
+    cfg, parent = Config.fromfile(path), Config.fromfile(parent_path)
+    full = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}[size]
+    ckpt = f'convnext_{full}.dinov3_lvd1689m'
+    assert cfg.checkpoint_file == ckpt and cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint=ckpt)
+    entry = hub.get(ckpt)
+    assert entry.arch == f'convnext_{full}' and entry.pretrain == 'lvd1689m-dinov3' and entry.layout == 'timm'
+    assert entry.timm == ckpt and entry.license == 'DINOv3 License'
+    ours, theirs = cfg.to_dict(), parent.to_dict()
+    for d in (ours, theirs):
+        d.pop('checkpoint_file')
+        d['model']['backbone'].pop('init_cfg')
+    assert ours == theirs
+    header = open(path).read().split('_base_')[0]
+    assert 'none is published' in header and f'convnext_{size}_{kind}.py' in header

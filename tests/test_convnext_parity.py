@@ -6,6 +6,10 @@
   ``checkpoint_filter_fn``), loaded through our loader; per-stage features (pre-norm, ``out_norm=False``)
   compared with ``forward_intermediates`` at 224 and 333x517, on both of our block paths, and gradients.
 * torchvision: ``convnext_tiny`` state dicts (``.pth.tar`` with a ``state_dict`` wrapper).
+* DINOv3 (timm's ``convnext_{tiny,small,base,large}.dinov3_lvd1689m``): the pretrained cfgs exist, the models'
+  state dicts (the layout of the hub files) load strictly into ours (all four sizes, meta device), and
+  convnext_tiny's randomised weights, served as the hub's ``model.safetensors`` from 127.0.0.1 under the
+  named checkpoint, give timm's ``forward_intermediates``.
 * fixtures/convnextv2: outputs of the official facebookresearch/ConvNeXt-V2 code (see its README).
 
 Tolerance: atol 1e-5. For the real-size models we add rtol 1e-5: their stage-3 maps reach |x| ~ 10 and
@@ -269,3 +273,47 @@ def test_official_convnextv2_fixture(official_io, tag, path):
     with fused(path == 'fused'), (contextlib.nullcontext() if path == 'grad' else torch.no_grad()):
         feats = model(x)
     assert_feats([f.detach() for f in feats], [official_io[f'feat{i}_{tag}'] for i in range(4)])
+
+
+# ------------------------------------------------------------------------------------------------ DINOv3
+@pytest.mark.parametrize('size', ['tiny', 'small', 'base', 'large'])
+def test_dinov3_layout_loads_strictly(size):
+    """timm 1.0.31 ships convnext_<size>.dinov3_lvd1689m: the plain ConvNeXt architecture with num_classes=0
+    (the head keeps its final LayerNorm, no fc). That state dict fits ours strictly; only head.norm is
+    dropped and only the output norms are new."""
+    name = f'convnext_{size}.dinov3_lvd1689m'
+    cfg = timm.models.get_pretrained_cfg(name)
+    assert cfg.hf_hub_id == f'timm/{name}' and cfg.num_classes == 0 and cfg.license == 'dinov3-license'
+    assert cfg.architecture == f'convnext_{size}' and cfg.mean == (0.485, 0.456, 0.406)
+    with torch.device('meta'):
+        ref = timm.create_model(name)
+        ours = ConvNeXt(arch=size)
+    sd = ref.state_dict()
+    assert [k for k in sd if k.startswith('head.')] == ['head.norm.weight', 'head.norm.bias']
+    report = load_pretrained(ours, {'state_dict': sd})
+    assert report.layout == 'timm' and report.dropped_classifier == ['head.norm.weight', 'head.norm.bias']
+    assert report.loaded == len(sd) - 2 and {k.split('.')[0] for k in report.fresh} == {'out_norms'}
+
+
+def test_dinov3_named_checkpoint_matches_timm(loopback_server, torch_home, monkeypatch):
+    """The whole path a user takes: pretrained='convnext_tiny.dinov3_lvd1689m' downloads the hub's
+    model.safetensors (here timm's randomised model, from a server on 127.0.0.1), loads it strictly, and the
+    four stage outputs equal timm's forward_intermediates."""
+    import dataclasses
+
+    from safetensors.torch import save as save_safetensors
+
+    from backbones import build_backbone, hub
+    torch.manual_seed(0)
+    ref = randomise(timm.create_model('convnext_tiny.dinov3_lvd1689m'), seed=7)
+    entry = hub.get('convnext_tiny.dinov3_lvd1689m')
+    path = '/timm/convnext_tiny.dinov3_lvd1689m/resolve/main/model.safetensors'
+    assert entry.url == 'https://huggingface.co' + path
+    loopback_server.files[path] = save_safetensors({k: v.contiguous() for k, v in ref.state_dict().items()})
+    monkeypatch.setitem(hub.CHECKPOINTS, entry.name, dataclasses.replace(entry, url=loopback_server.url(path)))
+    ours = build_backbone('convnext_tiny', out_norm=False, pretrained='convnext_tiny.dinov3_lvd1689m')
+    ours.init_weights()
+    assert (torch_home / 'convnext_tiny.dinov3_lvd1689m.safetensors').is_file()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert_feats(ours.eval()(x), timm_features(ref, x), 1e-5)

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from backbones import CAFormer, ConvFormer, IdentityFormer, PoolFormerV2, RandFormer
+from backbones import CAFormer, ConvFormer, IdentityFormer, PoolFormerV2, RandFormer, hub
 from conftest import ROOT
 
 mmengine_config = pytest.importorskip('mmengine.config')
@@ -57,7 +57,8 @@ def test_config_values(path):
     cls = FAMILIES[family]
     assert bb.type == cls.__name__ and bb.arch == size
     assert bb.drop_path_rate == DROP_PATH[family][size]
-    assert bb.init_cfg == dict(type='Pretrained', checkpoint=f'checkpoints/{family}_{size}.pth')
+    assert bb.init_cfg == dict(type='Pretrained', checkpoint=f'{family}_{size}.in1k')
+    assert hub.get(bb.init_cfg.checkpoint).url.endswith(f'/{family}/{family}_{size}.pth')  # the official file
     assert cfg.checkpoint_file == bb.init_cfg.checkpoint
     assert tuple(bb.out_indices) == (0, 1, 2, 3) and bb.out_norm is True
     if family == 'caformer':

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from backbones import UnifiedConvNeXt, UnifiedDCNv3, UnifiedHalo, UnifiedPVT, UnifiedSwin
+from backbones import UnifiedConvNeXt, UnifiedDCNv3, UnifiedHalo, UnifiedPVT, UnifiedSwin, hub
 from conftest import ROOT
 
 Config = pytest.importorskip('mmengine.config').Config
@@ -48,7 +48,8 @@ def test_config_values(path):
     bb = cfg.model.backbone
     cls = MIXERS[mixer]
     assert bb.type == cls.__name__ and bb.arch == size and bb.drop_path_rate == DROP_PATH[size]
-    assert bb.init_cfg == dict(type='Pretrained', checkpoint=f'checkpoints/{STEM[mixer]}_{size}.pth')
+    assert bb.init_cfg == dict(type='Pretrained', checkpoint=f'unified_{mixer}_{size}.in1k')
+    assert hub.get(bb.init_cfg.checkpoint).url.endswith(f'/cls-ckpt/{STEM[mixer]}_{size}.pth')  # the release file
     assert cfg.checkpoint_file == bb.init_cfg.checkpoint
     assert tuple(bb.out_indices) == (0, 1, 2, 3) and bb.out_norm is True
     dims = cls.arch_settings[size]['dims']

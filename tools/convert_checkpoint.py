@@ -6,7 +6,9 @@ Usage::
     python tools/convert_checkpoint.py SRC DST [--arch NAME] [--arch-cfg JSON] [--keep-head] [--use-ema]
                                        [--prefix P]
 
-``SRC`` is read by the backbones' own loader (``backbones/checkpoint.py``): the official releases
+``SRC`` is a local file, an http(s) URL or a checkpoint name of ``backbones/hub.py`` (``convnext_tiny.in1k``,
+docs/checkpoints.md; downloaded once into the torch hub cache, size and published hash checked; a name also
+gives the arch). It is read by the backbones' own loader (``backbones/checkpoint.py``): the official releases
 (``state_dict`` / ``model`` wrappers, EMA weights with ``--use-ema``), timm, mmpretrain, ConvNeXt V2 FCMAE,
 torchvision, whole mmdet/mmseg checkpoints (their ``backbone.`` part; ``--prefix`` picks another part) and
 ``.safetensors`` files (timm's hub weights). The family converts the keys (``convert_checkpoint``), the
@@ -39,7 +41,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 import torch
 
-from backbones import build_backbone, families, get_family, list_backbones
+from backbones import build_backbone, families, get_family, hub, list_backbones
 from backbones.checkpoint import (CheckpointError, CheckpointMismatchError, _fmt, _group,
                                   _matches, extract_state_dict, guess_arch, load_pretrained,
                                   read_checkpoint, select_prefix)
@@ -58,13 +60,21 @@ def sha256sum(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_source(path: str) -> dict:
-    """The checkpoint dict, through our safe reader (``torch.load`` files and ``.safetensors``)."""
-    if path.startswith(('http://', 'https://')):
-        raise Refused(f'{path}: download the file first (the source must be a local file, so that its sha256 '
-                      f'can be recorded)')
+def fetch_source(spec: str) -> str:
+    """The local file of ``spec``: a path, or a checkpoint name / URL downloaded once into the torch hub
+    cache (backbones.hub)."""
+    try:
+        path = hub.resolve(spec)
+    except CheckpointError as e:
+        raise Refused(str(e)) from None
     if not osp.isfile(path):
-        raise Refused(f'source checkpoint not found: {path}')
+        raise Refused(f'source checkpoint not found: {path}{hub.missing_file_hint(path)}')
+    return path
+
+
+def read_source(path: str) -> dict:
+    """The checkpoint dict of a local file, through our safe reader (``torch.load`` files and
+    ``.safetensors``)."""
     try:
         return read_checkpoint(path)
     except CheckpointError as e:
@@ -225,7 +235,8 @@ def parse_args(argv=None):
         description='Convert a backbone checkpoint (official, timm, mmpretrain, FCMAE, torchvision, whole '
                     'mmdet/mmseg ...) into this repository\'s layout, checked strictly against the arch.',
         epilog='Exit status 2 (with the reason, no traceback) when the file is missing or does not match.')
-    p.add_argument('src', metavar='SRC', help='checkpoint to convert (.pth/.pt/.pth.tar/.safetensors)')
+    p.add_argument('src', metavar='SRC', help='checkpoint to convert: a file (.pth/.pt/.pth.tar/.safetensors), an '
+                                              'http(s) URL or a checkpoint name (docs/checkpoints.md)')
     p.add_argument('dst', metavar='DST', help='output file ({"state_dict": ..., "meta": ...})')
     p.add_argument('--arch', metavar='NAME',
                    help='backbone table name (conv2former_t, convnextv2_atto, ...) or a family name; '
@@ -242,10 +253,18 @@ def parse_args(argv=None):
 
 
 def convert(args) -> dict:
-    src = args.src
-    if osp.exists(args.dst) and osp.exists(src) and osp.samefile(args.dst, src):
-        raise Refused('DST is SRC: write the converted file elsewhere')
+    entry = None
+    if not osp.exists(args.src) and hub.looks_like_name(args.src):
+        try:
+            entry = hub.get(args.src)
+        except CheckpointError as e:
+            raise Refused(str(e)) from None
+        if not args.arch and args.arch_cfg is None:
+            args.arch = entry.arch  # the table knows the size
     t0 = time.time()
+    src = args.src = fetch_source(args.src)
+    if osp.exists(args.dst) and osp.samefile(args.dst, src):
+        raise Refused('DST is SRC: write the converted file elsewhere')
     obj = read_source(src)
     everything, part, wrapper = backbone_part(obj, args.use_ema, args.prefix)
     model, how, arch_cfg = resolve_model(args, obj, part)
@@ -279,6 +298,7 @@ def convert(args) -> dict:
                 layout=layout, wrapper=wrapper, tensors=len(out),
                 dropped_classifier=len(report.dropped_classifier), dropped_buffers=len(report.dropped_ignored),
                 head_kept=bool(args.keep_head), tool='tools/convert_checkpoint.py',
+                checkpoint_name=entry.name if entry else None, url=entry.url if entry else None,
                 torch=str(torch.__version__), time=time.strftime('%Y-%m-%d %H:%M:%S'))
     if model.arch_name == 'custom':
         meta['arch_cfg'] = arch_cfg
@@ -294,7 +314,7 @@ def convert(args) -> dict:
         return ', '.join(sorted({_group(k) for k in keys})) if keys else 'none'
 
     values = sum(v.numel() for k, v in out.items() if k in own)
-    print(f'source:  {src}')
+    print(f'source:  {src}' + (f' (named checkpoint {entry.name}: {entry.url})' if entry else ''))
     print(f'         sha256 {meta["source_sha256"]}; {len(everything)} tensors in {wrapper}'
           + (f' ({len(everything) - len(part)} outside the backbone part not converted)'
              if len(part) != len(everything) else '') + f'; {layout} layout')

@@ -5,7 +5,7 @@
 # downstream value is published for the MetaFormer baselines).
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/caformer_s18.pth'  # ImageNet-1K CAFormer-S18 (official sail-sg file)
+checkpoint_file = 'caformer_s18.in1k'  # ImageNet-1K CAFormer-S18 (official sail-sg file)
 
 model = dict(
     backbone=dict(

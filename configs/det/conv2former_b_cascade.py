@@ -2,7 +2,7 @@
 # drop path: Conv2Former paper (B 0.9); lr / layer decay: Cascade 3x ConvNeXt-B (IN-1K).
 _base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/conv2former_b_1k.pth'  # ImageNet-1K pre-trained Conv2Former-B
+checkpoint_file = 'conv2former_b.in1k'  # ImageNet-1K pre-trained Conv2Former-B
 
 model = dict(
     backbone=dict(

@@ -3,7 +3,7 @@
 # drop path of conv2former_b_cascade.py).
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/conv2former_b_1k.pth'  # ImageNet-1K pre-trained Conv2Former-B
+checkpoint_file = 'conv2former_b.in1k'  # ImageNet-1K pre-trained Conv2Former-B
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,7 @@
 # lr / layer decay / drop path: Cascade 3x ConvNeXt-L (IN-22K).
 _base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/conv2former_l_22k.pth'  # ImageNet-22K pre-trained Conv2Former-L
+checkpoint_file = 'conv2former_l.in22k_ft_in1k'  # ImageNet-22K pre-trained, 1K fine-tuned Conv2Former-L
 
 model = dict(
     backbone=dict(

@@ -3,7 +3,7 @@
 # drop path of conv2former_l_cascade.py).
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/conv2former_l_22k.pth'  # ImageNet-22K pre-trained Conv2Former-L
+checkpoint_file = 'conv2former_l.in22k_ft_in1k'  # ImageNet-22K pre-trained, 1K fine-tuned Conv2Former-L
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,7 @@
 # lr / layer decay / drop path: Mask R-CNN 3x ConvNeXt-T (N -> ConvNeXt-T).
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/conv2former_n_1k.pth'  # ImageNet-1K pre-trained Conv2Former-N
+checkpoint_file = 'conv2former_n.in1k'  # ImageNet-1K pre-trained Conv2Former-N
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,7 @@
 # drop path: Conv2Former paper (S 0.6); lr / layer decay: Cascade 3x ConvNeXt-S.
 _base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/conv2former_s_1k.pth'  # ImageNet-1K pre-trained Conv2Former-S
+checkpoint_file = 'conv2former_s.in1k'  # ImageNet-1K pre-trained Conv2Former-S
 
 model = dict(
     backbone=dict(

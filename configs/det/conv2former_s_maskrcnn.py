@@ -3,7 +3,7 @@
 # drop path of conv2former_s_cascade.py).
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/conv2former_s_1k.pth'  # ImageNet-1K pre-trained Conv2Former-S
+checkpoint_file = 'conv2former_s.in1k'  # ImageNet-1K pre-trained Conv2Former-S
 
 model = dict(
     backbone=dict(

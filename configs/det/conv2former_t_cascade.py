@@ -2,7 +2,7 @@
 # drop path: Conv2Former paper (T 0.2); lr / layer decay: Cascade 3x ConvNeXt-T.
 _base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/conv2former_t_1k.pth'  # ImageNet-1K pre-trained Conv2Former-T
+checkpoint_file = 'conv2former_t.in1k'  # ImageNet-1K pre-trained Conv2Former-T
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,7 @@
 # lr / layer decay / drop path: Mask R-CNN 3x ConvNeXt-T.
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/conv2former_t_1k.pth'  # ImageNet-1K pre-trained Conv2Former-T
+checkpoint_file = 'conv2former_t.in1k'  # ImageNet-1K pre-trained Conv2Former-T
 
 model = dict(
     backbone=dict(

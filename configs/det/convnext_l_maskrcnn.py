@@ -4,7 +4,7 @@
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
 # official ImageNet-22K ConvNeXt-L
-checkpoint_file = 'checkpoints/convnext_large_22k_224.pth'
+checkpoint_file = 'convnext_large.in22k'
 
 model = dict(
     backbone=dict(

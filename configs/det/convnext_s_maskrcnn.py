@@ -4,7 +4,7 @@
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
 # official ImageNet-1K ConvNeXt-S
-checkpoint_file = 'checkpoints/convnext_small_1k_224_ema.pth'
+checkpoint_file = 'convnext_small.in1k'
 
 model = dict(
     backbone=dict(

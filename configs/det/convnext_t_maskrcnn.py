@@ -4,7 +4,7 @@
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
 # official ImageNet-1K ConvNeXt-T
-checkpoint_file = 'checkpoints/convnext_tiny_1k_224_ema.pth'
+checkpoint_file = 'convnext_tiny.in1k'
 
 model = dict(
     backbone=dict(

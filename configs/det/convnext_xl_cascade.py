@@ -4,7 +4,7 @@
 _base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
 
 # official ImageNet-22K ConvNeXt-XL
-checkpoint_file = 'checkpoints/convnext_xlarge_22k_224.pth'
+checkpoint_file = 'convnext_xlarge.in22k'
 
 model = dict(
     backbone=dict(

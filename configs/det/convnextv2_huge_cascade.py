@@ -7,7 +7,7 @@
 _base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
 
 # official FCMAE + ImageNet-22K fine-tuned (384) ConvNeXt V2-Huge
-checkpoint_file = 'checkpoints/convnextv2_huge_22k_384_ema.pt'
+checkpoint_file = 'convnextv2_huge.fcmae_ft_in22k_in1k_384'
 
 model = dict(
     backbone=dict(

@@ -7,7 +7,7 @@
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
 # official FCMAE + ImageNet-22K fine-tuned ConvNeXt V2-Large
-checkpoint_file = 'checkpoints/convnextv2_large_22k_224_ema.pt'
+checkpoint_file = 'convnextv2_large.fcmae_ft_in22k_in1k'
 
 model = dict(
     backbone=dict(

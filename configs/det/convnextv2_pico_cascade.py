@@ -7,7 +7,7 @@
 _base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
 
 # official FCMAE + ImageNet-1K fine-tuned ConvNeXt V2-Pico
-checkpoint_file = 'checkpoints/convnextv2_pico_1k_224_ema.pt'
+checkpoint_file = 'convnextv2_pico.fcmae_ft_in1k'
 
 model = dict(
     backbone=dict(

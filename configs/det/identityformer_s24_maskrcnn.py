@@ -5,7 +5,7 @@
 # downstream value is published for the MetaFormer baselines).
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/identityformer_s24.pth'  # ImageNet-1K IdentityFormer-S24 (official sail-sg file)
+checkpoint_file = 'identityformer_s24.in1k'  # ImageNet-1K IdentityFormer-S24 (official sail-sg file)
 
 model = dict(
     backbone=dict(

@@ -5,7 +5,7 @@
 # downstream value is published for the MetaFormer baselines).
 _base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/poolformerv2_s12.pth'  # ImageNet-1K PoolFormerV2-S12 (official sail-sg file)
+checkpoint_file = 'poolformerv2_s12.in1k'  # ImageNet-1K PoolFormerV2-S12 (official sail-sg file)
 
 model = dict(
     backbone=dict(

@@ -6,7 +6,7 @@
 # downstream value is published for the MetaFormer baselines).
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/randformer_m48.pth'  # ImageNet-1K RandFormer-M48 (official sail-sg file)
+checkpoint_file = 'randformer_m48.in1k'  # ImageNet-1K RandFormer-M48 (official sail-sg file)
 
 model = dict(
     backbone=dict(

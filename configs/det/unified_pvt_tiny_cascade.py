@@ -4,7 +4,7 @@
 # drop path 0.2: the STM detection value for this size (micro 0.1, tiny/small 0.2, base 0.3).
 _base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/unified_pvt_tiny.pth'  # STM-Evaluation release (ImageNet-1K)
+checkpoint_file = 'unified_pvt_tiny.in1k'  # STM-Evaluation release (ImageNet-1K)
 
 model = dict(
     backbone=dict(

@@ -3,7 +3,7 @@
 # drop path 0.2: the STM detection value for this size (micro 0.1, tiny/small 0.2, base 0.3).
 _base_ = '../_base_/det/mask-rcnn_fpn_1x_coco_stm.py'
 
-checkpoint_file = 'checkpoints/unified_pvt_tiny.pth'  # STM-Evaluation release (ImageNet-1K)
+checkpoint_file = 'unified_pvt_tiny.in1k'  # STM-Evaluation release (ImageNet-1K)
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,7 @@
 # crop 512: Conv2Former paper; lr / layer decay / drop path: UperNet ConvNeXt-B (IN-1K).
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 
-checkpoint_file = 'checkpoints/conv2former_b_1k.pth'  # ImageNet-1K pre-trained Conv2Former-B
+checkpoint_file = 'conv2former_b.in1k'  # ImageNet-1K pre-trained Conv2Former-B
 
 model = dict(
     backbone=dict(

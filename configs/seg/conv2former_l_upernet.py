@@ -2,7 +2,7 @@
 # crop 640: Conv2Former paper; lr / layer decay / drop path: UperNet ConvNeXt-L (IN-22K, 640).
 _base_ = '../_base_/seg/upernet_160k_ade20k-640x640.py'
 
-checkpoint_file = 'checkpoints/conv2former_l_22k.pth'  # ImageNet-22K pre-trained Conv2Former-L
+checkpoint_file = 'conv2former_l.in22k_ft_in1k'  # ImageNet-22K pre-trained, 1K fine-tuned Conv2Former-L
 
 model = dict(
     backbone=dict(

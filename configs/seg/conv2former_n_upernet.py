@@ -2,7 +2,7 @@
 # lr / layer decay / drop path: UperNet ConvNeXt-T (N -> ConvNeXt-T).
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 
-checkpoint_file = 'checkpoints/conv2former_n_1k.pth'  # ImageNet-1K pre-trained Conv2Former-N
+checkpoint_file = 'conv2former_n.in1k'  # ImageNet-1K pre-trained Conv2Former-N
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,7 @@
 # crop 512: Conv2Former paper; lr / layer decay / drop path: UperNet ConvNeXt-S.
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 
-checkpoint_file = 'checkpoints/conv2former_s_1k.pth'  # ImageNet-1K pre-trained Conv2Former-S
+checkpoint_file = 'conv2former_s.in1k'  # ImageNet-1K pre-trained Conv2Former-S
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,7 @@
 # crop 512: Conv2Former paper; lr / layer decay / drop path: UperNet ConvNeXt-T.
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 
-checkpoint_file = 'checkpoints/conv2former_t_1k.pth'  # ImageNet-1K pre-trained Conv2Former-T
+checkpoint_file = 'conv2former_t.in1k'  # ImageNet-1K pre-trained Conv2Former-T
 
 model = dict(
     backbone=dict(

@@ -5,7 +5,7 @@
 # downstream value is published for the MetaFormer baselines).
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 
-checkpoint_file = 'checkpoints/convformer_s36.pth'  # ImageNet-1K ConvFormer-S36 (official sail-sg file)
+checkpoint_file = 'convformer_s36.in1k'  # ImageNet-1K ConvFormer-S36 (official sail-sg file)
 
 model = dict(
     backbone=dict(

@@ -4,7 +4,7 @@
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 
 # official ImageNet-1K ConvNeXt-B
-checkpoint_file = 'checkpoints/convnext_base_1k_224_ema.pth'
+checkpoint_file = 'convnext_base.in1k'
 
 model = dict(
     backbone=dict(

@@ -4,7 +4,7 @@
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 
 # official ImageNet-1K ConvNeXt-S
-checkpoint_file = 'checkpoints/convnext_small_1k_224_ema.pth'
+checkpoint_file = 'convnext_small.in1k'
 
 model = dict(
     backbone=dict(

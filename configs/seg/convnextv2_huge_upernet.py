@@ -7,7 +7,7 @@
 _base_ = '../_base_/seg/upernet_160k_ade20k-640x640.py'
 
 # official FCMAE + ImageNet-22K fine-tuned (384) ConvNeXt V2-Huge
-checkpoint_file = 'checkpoints/convnextv2_huge_22k_384_ema.pt'
+checkpoint_file = 'convnextv2_huge.fcmae_ft_in22k_in1k_384'
 
 model = dict(
     backbone=dict(

@@ -7,7 +7,7 @@
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 
 # official FCMAE + ImageNet-1K fine-tuned ConvNeXt V2-Nano
-checkpoint_file = 'checkpoints/convnextv2_nano_1k_224_ema.pt'
+checkpoint_file = 'convnextv2_nano.fcmae_ft_in1k'
 
 model = dict(
     backbone=dict(

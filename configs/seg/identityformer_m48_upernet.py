@@ -5,7 +5,7 @@
 # downstream value is published for the MetaFormer baselines).
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 
-checkpoint_file = 'checkpoints/identityformer_m48.pth'  # ImageNet-1K IdentityFormer-M48 (official sail-sg file)
+checkpoint_file = 'identityformer_m48.in1k'  # ImageNet-1K IdentityFormer-M48 (official sail-sg file)
 
 model = dict(
     backbone=dict(

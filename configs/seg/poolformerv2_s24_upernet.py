@@ -5,7 +5,7 @@
 # downstream value is published for the MetaFormer baselines).
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 
-checkpoint_file = 'checkpoints/poolformerv2_s24.pth'  # ImageNet-1K PoolFormerV2-S24 (official sail-sg file)
+checkpoint_file = 'poolformerv2_s24.in1k'  # ImageNet-1K PoolFormerV2-S24 (official sail-sg file)
 
 model = dict(
     backbone=dict(

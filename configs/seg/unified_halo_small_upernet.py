@@ -4,7 +4,7 @@
 # drop path 0.2: the STM detection value for this size (micro 0.1, tiny/small 0.2, base 0.3).
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 
-checkpoint_file = 'checkpoints/unified_halonet_small.pth'  # STM-Evaluation release (ImageNet-1K)
+checkpoint_file = 'unified_halo_small.in1k'  # STM-Evaluation release (ImageNet-1K)
 
 model = dict(
     backbone=dict(

@@ -8,7 +8,7 @@ Examples::
     python tools/analysis/model_zoo.py --recompute  # count every config again
 
 One table per task and method (Mask R-CNN 3x, Mask R-CNN 1x STM protocol, Cascade Mask R-CNN 3x, UperNet
-160k); per config: the config, the backbone (table name), the checkpoint its ``init_cfg`` expects, the
+160k); per config: the config, the backbone (table name), the named checkpoint its ``init_cfg`` starts from, the
 parameters of the whole model, the FLOPs at the standard input, and the published result of the same
 backbone and method where a paper gives one (``PUBLISHED`` below, transcribed from the reference recipes;
 blank: none published).
@@ -175,7 +175,8 @@ def describe(path):
     shape = G.default_shape(cfg)
     return dict(name=name, path=osp.relpath(path, ROOT), method=method_of(name),
                 backbone=f'{cls.family}_{size}' if cls is not None else f'{bb.type} {size}',
-                sort=(family_order, order, name), checkpoint=ckpt, shape=shape,
+                sort=(family_order, order, len(name), name),  # a config before its variants (_dinov3_)
+                checkpoint=ckpt, shape=shape,
                 key=f'{name}@{shape[0]}x{shape[1]}', hash=G.model_hash(cfg), cfg=cfg)
 
 
@@ -221,8 +222,9 @@ def render(infos, entries):
         'hand. Regenerate with `python tools/analysis/model_zoo.py`; '
         '`python tools/analysis/model_zoo.py --check` fails when this file is stale. -->',
         '',
-        'Every detection and segmentation config of this repository, with the ImageNet checkpoint its '
-        '`init_cfg` expects (see "Official checkpoints" in the README), the size and cost of the whole '
+        'Every detection and segmentation config of this repository, with the named checkpoint its '
+        '`init_cfg` starts from ([checkpoints.md](checkpoints.md): the release file behind each name), the '
+        'size and cost of the whole '
         'model, and the published result of the same backbone and method where a paper gives one '
         '(blank: none published). No trained results of our own are listed yet.',
         '',
