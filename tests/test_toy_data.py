@@ -1,6 +1,5 @@
-"""Tests for tools/make_toy_data.py (the embedded toy COCO / ADE20K data)."""
+"""Tests for glue.toy_data / tools/make_toy_data.py (the embedded toy COCO / ADE20K data)."""
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -11,18 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from glue import toy_data as toy
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'make_toy_data', ROOT / 'tools' / 'make_toy_data.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-toy = _load_tool()
 NUM_TRAIN, NUM_VAL = 6, 3
 
 
@@ -113,10 +105,12 @@ def test_idempotent_and_regenerate(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
+    from conftest import load_tool
+    cli = load_tool('tools/make_toy_data.py')
     out = str(tmp_path / 'cli')
-    assert toy.main(['--out', out, '--num-train', '2', '--num-val', '1']) == 0
+    assert cli.main(['--out', out, '--num-train', '2', '--num-val', '1']) == 0
     assert 'wrote toy data' in capsys.readouterr().out
-    assert toy.main(['--out', out, '--num-train', '2', '--num-val', '1']) == 0
+    assert cli.main(['--out', out, '--num-train', '2', '--num-val', '1']) == 0
     assert 'up to date' in capsys.readouterr().out
 
 
