@@ -2,15 +2,17 @@
 
 ``register(models, optim_constructors)`` puts every backbone family of the table and the layer-decay
 optimizer constructor into one OpenMMLab scope's registries; ``detection`` calls it with mmdet's
-registries and ``segmentation`` with mmseg's.
+registries and ``segmentation`` with mmseg's. It also makes mmengine read checkpoints through our safe
+reader (:mod:`glue.checkpoints`).
 """
 import logging
 
 from backbones import families
 
+from .checkpoints import read_runner_checkpoint, use_safe_checkpoint_loader
 from .optim import LayerDecayOptimWrapperConstructor
 
-__all__ = ['register', 'LayerDecayOptimWrapperConstructor']
+__all__ = ['register', 'LayerDecayOptimWrapperConstructor', 'read_runner_checkpoint', 'use_safe_checkpoint_loader']
 
 
 class _MMLoggerBridge(logging.Handler):
@@ -47,3 +49,4 @@ def register(models, optim_constructors) -> None:
         if registry.module_dict.get(name) is not LayerDecayOptimWrapperConstructor:
             registry.register_module(name=name, module=LayerDecayOptimWrapperConstructor)
     _bridge_logging()
+    use_safe_checkpoint_loader()
