@@ -103,6 +103,7 @@ def _checked_history_buffer():
             if not isinstance(state.get('max_length', 1), int):
                 raise _unsafe(f'{HISTORY_BUFFER}.max_length must be an int')
             self.__class__ = HistoryBuffer
+            self._set_default_statistics()  # as mmengine's own __setstate__: setdefault of the four methods
             self.__dict__.update({k: v for k, v in state.items() if k != 'statistics_methods'})
 
     return CheckedHistoryBuffer
@@ -117,8 +118,8 @@ def _named_getattr(pairs: List[Tuple[object, str, object]]):
                 return value
         what = getattr(owner, '__qualname__', None) if isinstance(owner, type) else None
         what = what or f'<{type(owner).__name__} object>'
-        raise _unsafe(f'the file pickles getattr({what}, {name!r}): the only attributes this reader looks '
-                      f'up are HistoryBuffer.{{{",".join(_STATISTICS)}}}')
+        raise _unsafe(f'getattr({what}, {name!r}) (the only attributes this reader looks up are '
+                      f'HistoryBuffer.{{{",".join(_STATISTICS)}}})')
     getattr_.__qualname__ = getattr_.__name__ = 'named_getattr'
     return getattr_
 
