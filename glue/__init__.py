@@ -9,10 +9,12 @@ import logging
 
 from backbones import families
 
+from .channels import ChannelMismatchError, check_model_channels
 from .checkpoints import read_runner_checkpoint, use_safe_checkpoint_loader
 from .optim import LayerDecayOptimWrapperConstructor
 
-__all__ = ['register', 'LayerDecayOptimWrapperConstructor', 'read_runner_checkpoint', 'use_safe_checkpoint_loader']
+__all__ = ['register', 'LayerDecayOptimWrapperConstructor', 'read_runner_checkpoint', 'use_safe_checkpoint_loader',
+           'check_model_channels', 'ChannelMismatchError']
 
 
 class _MMLoggerBridge(logging.Handler):

@@ -187,6 +187,9 @@ def set_work_dir(cfg, config_path: str, work_dir=None) -> None:
 
 
 def prepare_config(cfg, config_path: str, launcher: str = 'none', work_dir=None) -> None:
+    from glue import check_model_channels
+
+    check_model_channels(cfg.get('model'))  # neck/head in_channels vs backbone out_channels, named
     cfg.launcher = launcher
     set_work_dir(cfg, config_path, work_dir)
     adapt_to_cpu(cfg, launcher)
