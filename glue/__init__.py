@@ -12,9 +12,10 @@ from backbones import families
 from .channels import ChannelMismatchError, check_model_channels
 from .checkpoints import read_runner_checkpoint, use_safe_checkpoint_loader
 from .optim import LayerDecayOptimWrapperConstructor
+from .resume import RNGStateHook, find_resume_checkpoint, prepare_resume
 
 __all__ = ['register', 'LayerDecayOptimWrapperConstructor', 'read_runner_checkpoint', 'use_safe_checkpoint_loader',
-           'check_model_channels', 'ChannelMismatchError']
+           'check_model_channels', 'ChannelMismatchError', 'RNGStateHook', 'find_resume_checkpoint', 'prepare_resume']
 
 
 class _MMLoggerBridge(logging.Handler):
@@ -52,3 +53,6 @@ def register(models, optim_constructors) -> None:
             registry.register_module(name=name, module=LayerDecayOptimWrapperConstructor)
     _bridge_logging()
     use_safe_checkpoint_loader()
+    from mmengine.registry import HOOKS
+    if HOOKS.module_dict.get('RNGStateHook') is not RNGStateHook:
+        HOOKS.register_module(name='RNGStateHook', module=RNGStateHook, force=True)

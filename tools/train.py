@@ -194,6 +194,8 @@ def prepare_config(cfg, config_path: str, launcher: str = 'none', work_dir=None)
     set_work_dir(cfg, config_path, work_dir)
     adapt_to_cpu(cfg, launcher)
     sanitize_dataloaders(cfg)
+    from glue import prepare_resume
+    prepare_resume(cfg)  # generator states in checkpoints; --resume: newest complete checkpoint
 
 
 # ---------------------------------------------------------------------------- distributed
