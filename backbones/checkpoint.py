@@ -2,9 +2,10 @@
 
 ``load_pretrained(model, path)``:
 
-1. reads the file with ``torch.load(weights_only=True)``; objects that training savers pickle beside the
-   weights (``argparse.Namespace`` and a few numpy scalar types) are allowed by an explicit list, anything
-   else is refused (never unpickled);
+1. reads the file with ``torch.load(weights_only=True)`` (:func:`read_checkpoint`); objects that training
+   savers pickle beside the weights (``argparse.Namespace``, numpy scalars/arrays, mmengine's
+   ``HistoryBuffer``) are allowed by name, anything else -- including ``getattr`` walks -- is refused and
+   never unpickled (see the block comment above :func:`read_checkpoint`);
 2. finds the weights: ``state_dict`` / ``model`` / ``module`` wrappers, ``state_dict_ema`` / ``model_ema``
    (when ``use_ema=True``, or when they are all there is), or a plain state dict; strips DDP's
    ``module.``; takes the ``backbone.`` part of whole mmdet/mmseg checkpoints (or any ``prefix``);
@@ -52,7 +53,7 @@ class CheckpointMismatchError(CheckpointError):
 #     numeric ``numpy.dtypes.*DType`` classes (BUILD of a dtype instance needs its class);
 #   * mmengine's ``HistoryBuffer`` (message hub of runner checkpoints), either as an inert placeholder
 #     or -- for resuming -- as the real class behind a checked ``__setstate__``;
-#   * ``builtins.getattr`` is NOT allowed: the name is mapped to :func:`_named_attribute`, which answers
+#   * ``builtins.getattr`` is NOT allowed: the name is mapped to :func:`_named_getattr`, which answers
 #     only the pairs HistoryBuffer pickles (``getattr(HistoryBuffer, 'mean')`` ...) and refuses the rest.
 #     A general getattr lets a file walk from any allowed class to ``__globals__`` / ``__builtins__``
 #     and SETITEM into the live interpreter.
