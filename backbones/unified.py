@@ -58,7 +58,9 @@ Everything runs in pure PyTorch. The DCNv3 sampling is bilinear ``F.grid_sample`
 ``dcn_impl='pytorch'`` forces the pure path). Attention uses ``F.scaled_dot_product_attention``.
 
 Any input size works: the stem rounds odd sizes up (333 -> 167 -> 84 -> 42 for 1333), Halo and Swin pad inside
-each block and crop back, PVT resizes its embeddings, DCNv3 computes its reference points per forward.
+each block and crop back, PVT resizes its embeddings, DCNv3 computes its reference points per forward. Only
+PVT's spatial reduction (an sr x sr convolution, sr 8 at stride 4) needs 29 pixels per side
+(``min_input_size()``; smaller inputs get a ValueError saying so).
 """
 import contextlib
 import math

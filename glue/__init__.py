@@ -2,7 +2,8 @@
 
 ``register(models, optim_constructors)`` puts every backbone family of the table and the layer-decay
 optimizer constructor into one OpenMMLab scope's registries; ``detection`` calls it with mmdet's
-registries and ``segmentation`` with mmseg's.
+registries and ``segmentation`` with mmseg's. It also makes mmengine read checkpoints through our safe
+reader (:mod:`glue.checkpoints`).
 """
 import logging
 
@@ -12,9 +13,13 @@ mmcv_ops.install()  # before anything imports mmcv.ops: mmcv-lite gets its ops o
 
 from backbones import families  # noqa: E402
 
+from .channels import ChannelMismatchError, check_model_channels  # noqa: E402
+from .checkpoints import read_runner_checkpoint, use_safe_checkpoint_loader  # noqa: E402
 from .optim import LayerDecayOptimWrapperConstructor  # noqa: E402
+from .resume import RNGStateHook, find_resume_checkpoint, prepare_resume  # noqa: E402
 
-__all__ = ['register', 'LayerDecayOptimWrapperConstructor']
+__all__ = ['register', 'LayerDecayOptimWrapperConstructor', 'read_runner_checkpoint', 'use_safe_checkpoint_loader',
+           'check_model_channels', 'ChannelMismatchError', 'RNGStateHook', 'find_resume_checkpoint', 'prepare_resume']
 
 
 class _MMLoggerBridge(logging.Handler):
@@ -51,3 +56,7 @@ def register(models, optim_constructors) -> None:
         if registry.module_dict.get(name) is not LayerDecayOptimWrapperConstructor:
             registry.register_module(name=name, module=LayerDecayOptimWrapperConstructor)
     _bridge_logging()
+    use_safe_checkpoint_loader()
+    from mmengine.registry import HOOKS
+    if HOOKS.module_dict.get('RNGStateHook') is not RNGStateHook:
+        HOOKS.register_module(name='RNGStateHook', module=RNGStateHook, force=True)

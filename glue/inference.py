@@ -9,7 +9,7 @@ import os
 import os.path as osp
 import warnings
 
-from .runtime import adapt_to_cpu, allow_runner_checkpoints, load_config, replace_sync_bn
+from .runtime import adapt_to_cpu, load_config, replace_sync_bn
 
 LOAD_ANNOTATIONS = ('LoadAnnotations', 'mmdet.LoadAnnotations', 'mmseg.LoadAnnotations', 'LoadPanopticAnnotations')
 
@@ -92,10 +92,10 @@ def _strip(sd: dict) -> dict:
 
 def load_weights(model, checkpoint: str, config: str) -> dict:
     """Load a whole-model checkpoint; refuse one that does not fit. Returns the checkpoint's ``meta``."""
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from .checkpoints import read_runner_checkpoint  # the safe reader (weights only + named allow-list)
 
     try:
-        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+        ckpt = read_runner_checkpoint(checkpoint, map_location='cpu')
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise Refused(f'cannot read checkpoint {checkpoint}: {reason}') from None
@@ -156,17 +156,7 @@ def init_inference_model(cfg, checkpoint, device: str):
     if checkpoint is None:
         quiet_init_weights(model)
     else:
-        # runner checkpoints pickle mmengine objects: tools/train.py's switch, only for this load
-        saved = {k: os.environ.get(k) for k in ('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', 'TORCH_FORCE_WEIGHTS_ONLY_LOAD')}
-        allow_runner_checkpoints(dict(load_from=checkpoint))
-        try:
-            meta = load_weights(model, checkpoint, cfg.filename)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        meta = load_weights(model, checkpoint, cfg.filename)
     dataset_meta = {k.lower(): v for k, v in (meta.get('dataset_meta') or {}).items()}
     if not dataset_meta.get('classes'):
         dataset_meta = config_dataset_meta(cfg)

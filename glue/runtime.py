@@ -160,24 +160,16 @@ def set_work_dir(cfg, config_path: str, work_dir=None) -> None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-def allow_runner_checkpoints(cfg) -> None:
-    """mmengine 0.10 checkpoints pickle Python objects beside the weights (the message hub's
-    HistoryBuffers, with bound methods), which torch >= 2.6 refuses under its default
-    ``torch.load(weights_only=True)``; resuming and ``load_from`` would fail. When the config
-    loads such a checkpoint (--resume, load_from, tools/test.py), let torch unpickle it fully for
-    the ``torch.load`` calls that do not choose ``weights_only`` themselves (mmengine's); the
-    pretrained-backbone loader keeps its explicit safe load. Only load checkpoints you trust."""
-    if cfg.get('load_from') or cfg.get('resume'):
-        if 'TORCH_FORCE_WEIGHTS_ONLY_LOAD' not in os.environ:
-            os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-
-
 def prepare_config(cfg, config_path: str, launcher: str = 'none', work_dir=None) -> None:
+    from .channels import check_model_channels
+    from .resume import prepare_resume
+
+    check_model_channels(cfg.get('model'))  # neck/head in_channels vs backbone out_channels, named
     cfg.launcher = launcher
     set_work_dir(cfg, config_path, work_dir)
     adapt_to_cpu(cfg, launcher)
     sanitize_dataloaders(cfg)
-    allow_runner_checkpoints(cfg)
+    prepare_resume(cfg)  # generator states in checkpoints; --resume: newest complete checkpoint
 
 
 # ---------------------------------------------------------------------------- distributed

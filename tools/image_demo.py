@@ -17,8 +17,8 @@ or any ``{'state_dict': ...}`` of the same model). It must fit the config: missi
 are refused (a backbone-only checkpoint belongs in the backbone's ``init_cfg``, not here). Class names and
 colours come from the checkpoint's ``meta.dataset_meta``, else from the config's test dataset.
 
-The library part is ``glue.inference``. The CPU fall-backs of ``glue.runtime`` are applied (SyncBN -> BN, ...). Like tools/test.py, runner
-checkpoints (which pickle mmengine objects) are loaded with full unpickling: only load files you trust.
+The library part is ``glue.inference``. The CPU fall-backs of ``glue.runtime`` are applied (SyncBN -> BN, ...).
+Checkpoints are read by the safe reader (``glue.read_runner_checkpoint``: weights only plus a named allow-list).
 
 Exit status: 0 done; 2 with a one-line message when the image, config or checkpoint is missing or
 unreadable, or when the checkpoint does not fit the config.
