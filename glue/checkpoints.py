@@ -14,27 +14,27 @@ loaders, i.e. torch's default ``weights_only=True`` without our allow-list.
 """
 import os
 
-from backbones.checkpoint import _download, read_checkpoint
+from backbones import hub
+from backbones.checkpoint import read_checkpoint
 
 __all__ = ['read_runner_checkpoint', 'use_safe_checkpoint_loader']
 
 
 def read_runner_checkpoint(filename, map_location=None) -> dict:
-    """A local file or an http(s) URL, read safely with mmengine's runner state restored (for resuming).
-    URLs: rank 0 downloads (into torch's hub cache) while the other ranks wait, as mmengine does."""
-    filename = str(filename)
-    if filename.startswith(('http://', 'https://')):
+    """A local file, an http(s) URL or a checkpoint name, read safely with mmengine's runner state restored
+    (for resuming). URLs and names are resolved by :func:`backbones.hub.resolve` (downloaded once into
+    torch's hub cache): rank 0 downloads while the other ranks wait, as mmengine does."""
+    filename = os.path.expanduser(str(filename))
+    if not os.path.exists(filename):
         from mmengine.dist import barrier, get_dist_info
         rank, world_size = get_dist_info()
         if rank == 0:
-            local = _download(filename)
+            local = hub.resolve(filename)
         if world_size > 1:
             barrier()
             if rank > 0:
-                local = _download(filename)
+                local = hub.resolve(filename)
         filename = local
-    else:
-        filename = os.path.expanduser(filename)
     return read_checkpoint(filename, map_location, runner_state=True)
 
 
