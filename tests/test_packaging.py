@@ -16,6 +16,7 @@ PACKAGES = {'backbones', 'detection', 'segmentation', 'glue'}
 
 def test_wheel_holds_the_packages(tmp_path):
     pytest.importorskip('setuptools')
+    pytest.importorskip('wheel')  # bdist_wheel for setuptools < 70.1 (requirements/tests.txt)
     build = os.path.join(ROOT, 'build')  # setuptools' in-tree scratch folder
     had_build = os.path.exists(build)
     proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q',
