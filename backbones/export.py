@@ -115,6 +115,11 @@ def export_onnx(model: nn.Module, path: str, input_size: Tuple[int, int] = (224,
         program = torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes, strict=False)
         onnx_program = torch.onnx.export(program, (x,), dynamo=True, opset_version=opset, input_names=['input'],
                                          output_names=output_names, optimize=True, verbose=False)
+    if dynamic:  # name the input's symbolic axes (torch.export calls them s0, s1, ...) in the whole graph
+        shape = onnx_program.model.graph.inputs[0].shape
+        names = {0: 'batch', 2: 'height', 3: 'width'}
+        onnx_program.rename_axes({shape[i]: name for i, name in names.items()
+                                  if not isinstance(shape[i], int) and shape[i].value is not None})
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     onnx_program.save(path)
     return ExportResult(path=path, dynamic=bool(dynamic), input_shape=tuple(x.shape), output_names=output_names,

@@ -72,6 +72,8 @@ def parse_args(argv=None):
     parser.add_argument('--show-interval', type=int, default=1,
                         help='draw every N-th test batch (default: every batch)')
     parser.add_argument('--metrics-out', help='also write the metrics to this JSON file')
+    parser.add_argument('--tta', action='store_true', help='segmentors: multi-scale (test scale x 0.5 .. 1.75) '
+                        '+ flip test, as the papers\' MS mIoU (glue/tta.py); refused for detectors')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
@@ -90,6 +92,12 @@ def main(argv=None):
     cfg.resume = False
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time, args.show_interval)
+    if args.tta:
+        from glue.tta import TTAUnsupportedError, enable_tta
+        try:
+            print(f'--tta: test scales {enable_tta(cfg)}, each with and without flip', flush=True)
+        except TTAUnsupportedError as e:
+            sys.exit(f'--tta: {e}')
     prepare_config(cfg, args.config, args.launcher, args.work_dir)
     init_distributed(args.launcher, cfg)
     runner = build_runner(cfg)
