@@ -1,18 +1,19 @@
 """Test-time augmentation for ``tools/test.py --tta``: the config rewrite.
 
-Segmentors: multi-scale + flip, the protocol behind the published "MS" mIoU of ConvNeXt, ConvNeXt V2,
-MetaFormer and Conv2Former (their UperNet code is mmseg 0.x, tested with ``--aug-test``: ``MultiScaleFlipAug``
-with the test scale, 2048x512 for the 512 crops and 2560x640 for the 640 crops, times the ratios 0.5, 0.75,
-1.0, 1.25, 1.5, 1.75, each with and without a horizontal flip; the softmax scores of the 12 views are
-averaged). :func:`seg_tta_pipeline` builds that from the config's own ``test_pipeline`` (its ``Resize``
-scale times ``img_ratios``, the ratio list every config inherits from mmseg's ADE20K base), and
+Segmentors: multi-scale + flip, the protocol of the published multi-scale ADE20K mIoU (ConvNeXt and
+ConvFormer / CAFormer report single- and multi-scale, ConvNeXt V2 multi-scale only; docs/model_zoo.md).
+ConvNeXt's released UperNet code is mmseg 0.x, tested with ``--aug-test``: its ``MultiScaleFlipAug`` takes the
+test scale (2048x512; 2560x640 for the 640 crops) times the ratios 0.5, 0.75, 1.0, 1.25, 1.5, 1.75 (each side
+truncated to an int), each view with and without a horizontal flip, and averages the softmax scores of the 12
+views. :func:`seg_tta_pipeline` builds that from the config's own ``test_pipeline`` (its ``Resize`` scale
+times ``img_ratios``, the ratio list every config here inherits from mmseg's ADE20K base), and
 :func:`enable_tta` swaps it in with mmseg's ``SegTTAModel`` (the ``tta_model`` of mmseg's default runtime),
 as mmseg 1.x's own ``tools/test.py --tta`` does. The test mode of the config is kept (sliding 512 / 341
 windows for the real configs), so each view is evaluated as in single-scale testing.
 
 The ``tta_pipeline`` the configs inherit from mmseg 1.x is *not* used: it resizes the original image by each
 ratio (``Resize(scale_factor=r)``) instead of the recipe's test scale, which differs from the published
-protocol on every ADE20K image whose short side is not 512.
+protocol on every image that the test ``Resize`` does not leave at its size (ADE20K images vary in size).
 
 Detectors: refused (:class:`TTAUnsupportedError`). mmdet 3.3's ``DetTTAModel`` merges boxes only (it asserts
 that the predictions carry no masks), every detector config here is a Mask R-CNN or Cascade Mask R-CNN, and

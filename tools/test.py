@@ -9,6 +9,7 @@ Examples::
     python tools/test.py configs/det/conv2former_t_maskrcnn.py work_dirs/x/epoch_36.pth
     python tools/test.py configs/seg/conv2former_t_upernet.py iter_160000.pth --show-dir vis/
     tools/dist_test.sh configs/det/conv2former_t_cascade.py epoch_36.pth 8 --out results.pkl
+    tools/dist_test.sh configs/seg/convnext_t_upernet.py iter_160000.pth 8 --tta   # multi-scale + flip
 
 ``--out FILE.pkl`` dumps the predictions (mmdet's DumpDetResults / mmengine's DumpResults).
 ``--show-dir DIR`` draws predictions (mmdet's DetLocalVisualizer / mmseg's SegLocalVisualizer):
