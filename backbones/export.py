@@ -112,7 +112,16 @@ def export_onnx(model: nn.Module, path: str, input_size: Tuple[int, int] = (224,
         dynamic_shapes = ({**dims},)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)  # deprecation notes inside torch.export's pytree code
-        program = torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes, strict=False)
+        try:
+            program = torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes, strict=False)
+        except Exception as e:  # torch._dynamo.exc.UserError: guards on the symbolic sizes
+            if dynamic and 'Constraints violated' in str(e):
+                raise RuntimeError(
+                    f'{family_of(model)}: the traced graph depends on the input size within [{min_size}, '
+                    f'{max_size}] px, so it cannot be exported with dynamic axes; export it for one size '
+                    f'(dynamic=False, export_onnx.py --fixed) or trace at another size. torch.export: '
+                    f'{str(e).splitlines()[0]}') from e
+            raise
         onnx_program = torch.onnx.export(program, (x,), dynamo=True, opset_version=opset, input_names=['input'],
                                          output_names=output_names, optimize=True, verbose=False)
     if dynamic:  # name the input's symbolic axes (torch.export calls them s0, s1, ...) in the whole graph
