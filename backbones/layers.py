@@ -4,6 +4,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def is_tracing() -> bool:
+    """True while a graph is being traced (``torch.export`` and the ONNX exporters, ``torch.compile``,
+    ``torch.jit.trace``). Per-size caches must then be bypassed: they would store traced placeholder
+    tensors on the module and tie the graph to the traced input size."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel axis of an NCHW tensor ("channels_first").
 

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 
 from .base import MultiScaleBackbone
+from .layers import is_tracing
 from .registry import register_family
 
 ATTN_IMPLS = ('sdpa', 'explicit')
@@ -294,7 +295,7 @@ class RandomMixing(nn.Module):
         m = self.random_matrix
         if (H, W) == self.grid:
             return m
-        if m.requires_grad:  # someone unfroze it: resample with autograd, no cache
+        if m.requires_grad or is_tracing():  # unfrozen (autograd) or traced (export): no cache
             return resample_token_mixing(m, self.grid, (H, W), self.resample)
         key = (H, W, self.resample, m.device, m.dtype, m.data_ptr(), m._version)
         hit = self._cache.get(key)

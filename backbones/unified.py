@@ -73,7 +73,7 @@ from timm.layers import DropPath
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from .base import MultiScaleBackbone
-from .layers import LayerNorm2d
+from .layers import LayerNorm2d, is_tracing
 from .registry import register_family
 
 STAGE_NORM_MODES = ('skip', 'keep')
@@ -266,6 +266,8 @@ class SwinBlock(nn.Module):
         self._mask_cache: Tuple = (None, None)
 
     def _mask(self, H: int, W: int, device) -> torch.Tensor:
+        if is_tracing():
+            return _shift_mask(H, W, self.window_size, self.shift_size, device)
         key = (H, W, str(device))
         if self._mask_cache[0] != key:
             self._mask_cache = (key, _shift_mask(H, W, self.window_size, self.shift_size, device))
@@ -354,10 +356,12 @@ class HaloAttention(nn.Module):
     def _border_mask(self, H: int, W: int, device) -> torch.Tensor:
         """(nBlocks, 1, win*win) bool, True where the key lies outside the (padded) map."""
         key = (H, W, str(device))
-        if self._mask_cache[0] != key:
+        if is_tracing() or self._mask_cache[0] != key:
             bs, win, h = self.block_size, self.win_size, self.halo_size
             inside = F.pad(torch.ones(1, 1, H, W, device=device), (h, h, h, h))
             inside = inside.unfold(2, win, bs).unfold(3, win, bs).reshape(-1, 1, win * win)
+            if is_tracing():  # no cache: it would keep a traced tensor on the module
+                return inside == 0
             self._mask_cache = (key, inside == 0)
         return self._mask_cache[1]
 

@@ -9,6 +9,7 @@ Examples::
     python tools/test.py configs/det/conv2former_t_maskrcnn.py work_dirs/x/epoch_36.pth
     python tools/test.py configs/seg/conv2former_t_upernet.py iter_160000.pth --show-dir vis/
     tools/dist_test.sh configs/det/conv2former_t_cascade.py epoch_36.pth 8 --out results.pkl
+    tools/dist_test.sh configs/seg/convnext_t_upernet.py iter_160000.pth 8 --tta   # multi-scale + flip
 
 ``--out FILE.pkl`` dumps the predictions (mmdet's DumpDetResults / mmengine's DumpResults).
 ``--show-dir DIR`` draws predictions (mmdet's DetLocalVisualizer / mmseg's SegLocalVisualizer):
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import sys
 
 from glue.runtime import (add_common_args, build_runner, init_distributed, load_config, parse_with_common_args,
                           prepare_config, shutdown_distributed)
@@ -66,6 +68,8 @@ def parse_args(argv=None):
     parser.add_argument('--show-interval', type=int, default=1,
                         help='draw every N-th test batch (default: every batch)')
     parser.add_argument('--metrics-out', help='also write the metrics to this JSON file')
+    parser.add_argument('--tta', action='store_true', help='segmentors: multi-scale (test scale x 0.5 .. 1.75) '
+                        '+ flip test, as the papers\' MS mIoU (glue/tta.py); refused for detectors')
     return parse_with_common_args(add_common_args(parser), argv)
 
 
@@ -76,6 +80,12 @@ def main(argv=None):
     cfg.resume = False
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time, args.show_interval)
+    if args.tta:
+        from glue.tta import TTAUnsupportedError, enable_tta
+        try:
+            print(f'--tta: test scales {enable_tta(cfg)}, each with and without flip', flush=True)
+        except TTAUnsupportedError as e:
+            sys.exit(f'--tta: {e}')
     prepare_config(cfg, args.config, args.launcher, args.work_dir)
     init_distributed(args.launcher, cfg)
     runner = build_runner(cfg)
