@@ -1,7 +1,9 @@
 """ONNX export (backbones/export.py, glue/export.py, tools/deploy/export_onnx.py), checked against
 onnxruntime, an independent runtime executing the exported graph.
 
-For the smallest size of every family: the export run by onnxruntime matches PyTorch within 1e-4 (float32)
+For every family (its smallest size with one block per stage: the same layers and token mixers, a quarter of
+the tracing time; ConvNeXt-T is also exported at full depth): the export run by onnxruntime matches PyTorch
+within 1e-4 (float32)
 at the traced 64x96 input, and, for the families exported with dynamic axes, at a second size and batch
 through the same file; a fixed-size export has a fixed input in the graph and onnxruntime refuses another
 size. The CLI exports a config's backbone + FPN with a trained checkpoint's weights. docs/export.md lists the
@@ -34,7 +36,10 @@ def _input_dims(path):
 @pytest.mark.parametrize('family,arch', FAMILIES, ids=[f'{f}-{a}' for f, a in FAMILIES])
 def test_export_matches_pytorch(family, arch, tmp_path):
     torch.manual_seed(0)
-    model = get_family(family)(arch=arch)
+    cls = get_family(family)
+    settings = dict(cls.resolve_arch(arch)[1])
+    settings['depths'] = [1] * len(settings['depths'])
+    model = cls(arch=settings)
     path = str(tmp_path / f'{family}.onnx')
     result = export_and_check(model, path, SIZE)
 
@@ -55,6 +60,14 @@ def test_export_matches_pytorch(family, arch, tmp_path):
     x = torch.randn(1, 3, *SIZE)
     with torch.no_grad():
         assert all(torch.isfinite(y).all() for y in model(x))
+
+
+@pytest.mark.slow
+def test_full_depth_export_matches_pytorch(tmp_path):
+    """Depth changes nothing in the export path: the whole ConvNeXt-T (3-3-9-3 blocks) as well."""
+    torch.manual_seed(0)
+    result = export_and_check(get_family('ConvNeXt')(arch='tiny'), str(tmp_path / 'convnext_t.onnx'), SIZE)
+    assert result.dynamic and result.max_abs_diff <= MAX_ABS_DIFF, result.checks
 
 
 def test_dynamic_export_of_a_fixed_size_family_is_refused_with_the_reason(tmp_path):
