@@ -13,10 +13,6 @@ import os.path as osp
 import subprocess
 import warnings
 
-from . import mmcv_ops
-
-mmcv_ops.install()
-
 SCOPES = ('mmdet', 'mmseg')
 LAUNCHERS = ('none', 'pytorch', 'slurm')
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
