@@ -7,19 +7,36 @@ dropped. Sizes: N (kernel 7), T/S/B/L (kernel 11) and the ImageNet-22K B whose k
 The stem holds BatchNorm (GELU before BN, as in the official code): with 2 images per GPU use
 ``norm_eval=True`` (the shipped configs do) or SyncBN.
 """
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import DropPath
 
 from .base import MultiScaleBackbone
-from .layers import LayerNorm2d
+from .layers import DepthwiseConv2d, LayerNorm2d, use_fused_cpu
 from .registry import register_family
+
+Tensor = torch.Tensor
+
+
+def _pointwise(conv: nn.Conv2d) -> Tuple[Tensor, Optional[Tensor]]:
+    """A 1x1 convolution's weights as a Linear's: ``(out, in)`` (a view) and the bias."""
+    return conv.weight.flatten(1), conv.bias
+
+
+def _scaled(conv: nn.Conv2d, scale: Tensor) -> Tuple[Tensor, Tensor]:
+    """A 1x1 convolution followed by a per-channel scale, as one Linear: ``diag(s) W``, ``s * b``."""
+    w, b = _pointwise(conv)
+    return w * scale[:, None], b * scale
 
 
 class ConvMod(nn.Module):
-    """Convolutional modulation: ``proj( dwKxK(GELU(conv1x1(LN x))) * conv1x1(LN x) )`` (official ``attn``)."""
+    """Convolutional modulation: ``proj( dwKxK(GELU(conv1x1(LN x))) * conv1x1(LN x) )`` (official ``attn``).
+
+    Runs on NHWC tensors (see :class:`Conv2FormerBlock`); the 1x1 convolutions are applied as Linear
+    layers on the channel axis (the official ``nn.Conv2d`` parameters, viewed as matrices)."""
 
     def __init__(self, dim: int, kernel_size: int):
         super().__init__()
@@ -27,17 +44,32 @@ class ConvMod(nn.Module):
         self.att = nn.Sequential(
             nn.Conv2d(dim, dim, 1),
             nn.GELU(),
-            nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim))
+            DepthwiseConv2d(dim, kernel_size))
         self.v = nn.Conv2d(dim, dim, 1)
         self.proj = nn.Conv2d(dim, dim, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(x)
-        return self.proj(self.att(x) * self.v(x))
+    def forward(self, x: Tensor, scale: Tensor) -> Tensor:
+        """``scale * attn(x)`` for an NHWC ``x`` (the block's layer scale folded into ``proj``)."""
+        y = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
+        a = F.gelu(F.linear(y, *_pointwise(self.att[0])))
+        a = self.att[2](a.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # depthwise on a channels_last view
+        return F.linear(a * F.linear(y, *_pointwise(self.v)), *_scaled(self.proj, scale))
+
+    def forward_fused(self, x: Tensor, scale: Tensor) -> Tensor:
+        """``x + scale * attn(x)`` with oneDNN's fused GEMMs (CPU float32 inference)."""
+        n, h, w, c = x.shape
+        lin = torch.ops.mkldnn._linear_pointwise  # present: layers.use_fused_cpu() checked it
+        y = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
+                         self.norm.eps).reshape(-1, c)
+        a = lin(y, *_pointwise(self.att[0]), 'gelu', [], 'none')  # GEMM + bias + exact GELU
+        dw = self.att[2]
+        a = dw(a.reshape(n, h, w, c).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(-1, c)
+        a = lin.binary(y, a, *_pointwise(self.v), 'mul')  # GEMM + bias, times the attention
+        return lin.binary(a, x.reshape(-1, c), *_scaled(self.proj, scale), 'add').reshape(n, h, w, c)
 
 
 class ConvMlp(nn.Module):
-    """LN -> 1x1 (C->rC) -> GELU -> h + GELU(dw3x3 h) -> 1x1 (rC->C) (official ``mlp``)."""
+    """LN -> 1x1 (C->rC) -> GELU -> h + GELU(dw3x3 h) -> 1x1 (rC->C) (official ``mlp``), on NHWC tensors."""
 
     def __init__(self, dim: int, mlp_ratio: int = 4):
         super().__init__()
@@ -48,10 +80,25 @@ class ConvMlp(nn.Module):
         self.fc2 = nn.Conv2d(hidden, dim, 1)
         self.act = nn.GELU()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.fc1(self.norm(x)))
-        x = x + self.act(self.pos(x))
-        return self.fc2(x)
+    def forward(self, x: Tensor, scale: Tensor) -> Tensor:
+        """``scale * mlp(x)`` for an NHWC ``x`` (the block's layer scale folded into ``fc2``)."""
+        y = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
+        h = F.gelu(F.linear(y, *_pointwise(self.fc1)))
+        h = h + F.gelu(self.pos(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        return F.linear(h, *_scaled(self.fc2, scale))
+
+    def forward_fused(self, x: Tensor, scale: Tensor) -> Tensor:
+        """``x + scale * mlp(x)`` with oneDNN's fused GEMMs and convolution (CPU float32 inference)."""
+        n, h, w, c = x.shape
+        lin = torch.ops.mkldnn._linear_pointwise  # present: layers.use_fused_cpu() checked it
+        y = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
+                         self.norm.eps).reshape(-1, c)
+        hid = lin(y, *_pointwise(self.fc1), 'gelu', [], 'none')
+        hc = hid.reshape(n, h, w, -1).permute(0, 3, 1, 2)  # channels_last NCHW view
+        p = self.pos
+        g = torch.ops.mkldnn._convolution_pointwise(hc, p.weight, p.bias, p.padding, p.stride, p.dilation, p.groups, 'gelu', [], 'none')
+        hid = hid.add_(g.permute(0, 2, 3, 1).reshape(hid.shape))
+        return lin.binary(hid, x.reshape(-1, c), *_scaled(self.fc2, scale), 'add').reshape(n, h, w, c)
 
 
 class Conv2FormerBlock(nn.Module):
@@ -64,10 +111,18 @@ class Conv2FormerBlock(nn.Module):
         self.layer_scale_1 = nn.Parameter(torch.full((dim,), layer_scale_init))
         self.layer_scale_2 = nn.Parameter(torch.full((dim,), layer_scale_init))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.layer_scale_1[:, None, None] * self.attn(x))
-        x = x + self.drop_path(self.layer_scale_2[:, None, None] * self.mlp(x))
-        return x
+    def forward(self, x: Tensor) -> Tensor:
+        """NCHW in (any memory format), NCHW out in channels_last memory (the blocks compute in NHWC)."""
+        xh = x.permute(0, 2, 3, 1)
+        if not xh.is_contiguous():  # the stem's output: once per forward
+            xh = xh.contiguous()
+        if use_fused_cpu(self, xh):
+            xh = self.attn.forward_fused(xh, self.layer_scale_1)
+            xh = self.mlp.forward_fused(xh, self.layer_scale_2)
+        else:
+            xh = xh + self.drop_path(self.attn(xh, self.layer_scale_1))
+            xh = xh + self.drop_path(self.mlp(xh, self.layer_scale_2))
+        return xh.permute(0, 3, 1, 2)
 
 
 @register_family

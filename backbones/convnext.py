@@ -48,7 +48,7 @@ from timm.layers import DropPath
 
 from .base import MultiScaleBackbone
 from .checkpoint import CheckpointError, CheckpointMismatchError
-from .layers import LayerNorm2d
+from .layers import DepthwiseConv2d, LayerNorm2d, use_fused_cpu
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -77,22 +77,6 @@ class GRN(nn.Module):
         return torch.addcmul(self.beta, x, self.scale(x))
 
 
-def _probe_onednn_linear() -> bool:
-    """Whether oneDNN's fused CPU linear (``mkldnn::_linear_pointwise``, a private op of torch's oneDNN
-    integration: GEMM + bias + GELU, or GEMM + bias + residual, in one call) exists and agrees with
-    ``F.linear``. It has no autograd, so blocks use it only where no gradient is needed (inference, frozen
-    stages); set ``ConvNeXtBlock.fused_cpu_inference = False`` to always use the aten path."""
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        g = torch.Generator().manual_seed(0)
-        x, w, b = (torch.randn(s, generator=g) for s in ((6, 8), (5, 8), (5,)))
-        other = torch.randn(6, 5, generator=g)
-        ok = torch.allclose(op(x, w, b, 'gelu', [], 'none'), F.gelu(F.linear(x, w, b)), atol=1e-5)
-        return ok and torch.allclose(op.binary(x, other, w, b, 'add'), other + F.linear(x, w, b), atol=1e-5)
-    except Exception:  # no oneDNN in this build, or the private op changed: use the aten path
-        return False
-
-
 class ConvNeXtBlock(nn.Module):
     """dwconv 7x7 -> LN -> Linear C->4C -> GELU -> [GRN] -> Linear 4C->C -> [x gamma] -> DropPath -> + x.
 
@@ -100,17 +84,16 @@ class ConvNeXtBlock(nn.Module):
 
     * autograd path (training, GPU, autocast): ``F.linear`` GEMMs, layer scale folded into ``pwconv2``,
       GRN folded into ``pwconv2`` as a per-sample weight scaling (one batched GEMM);
-    * CPU inference path (float32, no gradient needed, ``fused_cpu_inference``): oneDNN GEMMs with the bias
-      and GELU fused into ``pwconv1`` and the bias and the residual add fused into ``pwconv2``.
+    * CPU inference path (float32, no gradient needed; :func:`~backbones.layers.use_fused_cpu`, switched off
+      with :func:`~backbones.layers.set_fused_cpu_inference`): oneDNN GEMMs with the bias and GELU fused into
+      ``pwconv1`` and the bias and the residual add fused into ``pwconv2``.
     """
-
-    fused_cpu_inference: bool = _probe_onednn_linear()  # class-wide switch (tests flip it)
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init: float = 1e-6, use_grn: bool = False,
                  mlp_ratio: int = 4, kernel_size: int = 7):
         super().__init__()
         hidden = int(mlp_ratio * dim)
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.dwconv = DepthwiseConv2d(dim, kernel_size)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
@@ -120,16 +103,6 @@ class ConvNeXtBlock(nn.Module):
                       if layer_scale_init and layer_scale_init > 0 else None)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def _use_fused(self, x: Tensor) -> bool:
-        if not (self.fused_cpu_inference and x.device.type == 'cpu' and x.dtype == torch.float32):
-            return False
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # exporters / compilers see plain aten ops
-            return False
-        if torch.is_autocast_enabled('cpu') or (self.training and not isinstance(self.drop_path, nn.Identity)):
-            return False
-        return not torch.is_grad_enabled() or not (x.requires_grad or any(
-            p.requires_grad for p in self.parameters()))
-
     def _pwconv2_weights(self) -> Tuple[Tensor, Tensor]:
         w, b = self.pwconv2.weight, self.pwconv2.bias
         if self.gamma is not None:  # layer scale folded into the output rows of pwconv2
@@ -137,7 +110,7 @@ class ConvNeXtBlock(nn.Module):
         return w, b
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._use_fused(x):
+        if use_fused_cpu(self, x):
             return self._forward_fused(x)
         shortcut = x
         x = self.dwconv(x).permute(0, 2, 3, 1)  # NHWC; a free view when x is channels_last

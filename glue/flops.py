@@ -268,13 +268,12 @@ def _counting_patches(model, device):
                 return feats[0].new_zeros(rois.shape[0], _m.out_channels, *size)
             mod.forward = stub
             patched.append(mod)
-    from backbones.convnext import ConvNeXtBlock
-    fused = ConvNeXtBlock.fused_cpu_inference
-    ConvNeXtBlock.fused_cpu_inference = False
+    from backbones.layers import set_fused_cpu_inference
+    fused = set_fused_cpu_inference(False)  # the counter sees aten ops, not oneDNN's fused ones
     try:
         yield
     finally:
-        ConvNeXtBlock.fused_cpu_inference = fused
+        set_fused_cpu_inference(fused)
         for mod in patched:
             del mod.forward
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from backbones import Conv2Former, build_backbone, load_pretrained
+from backbones.layers import set_fused_cpu_inference
 from conftest import FIXTURES
 
 D = os.path.join(FIXTURES, 'conv2former')
@@ -31,11 +32,17 @@ def official_model(**kw):
     return m.eval()
 
 
+@pytest.mark.parametrize('fused', [True, False], ids=['fused-cpu', 'aten'])
 @pytest.mark.parametrize('tag', ['224', '197x251'])
-def test_stage_outputs_match_official(io, tag):
+def test_stage_outputs_match_official(io, tag, fused):
+    """Both block paths: oneDNN-fused CPU inference and the autograd (aten) path training runs."""
     model = official_model()
-    with torch.no_grad():
-        feats = model(io['x'][tag])
+    old = set_fused_cpu_inference(fused)
+    try:
+        with torch.no_grad():
+            feats = model(io['x'][tag])
+    finally:
+        set_fused_cpu_inference(old)
     assert len(feats) == 4
     for i, f in enumerate(feats):
         ref = io[f'feat{i}_{tag}']

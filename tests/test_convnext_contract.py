@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from backbones import ConvNeXt, ConvNeXtV2, build_backbone, families, get_family, list_backbones
-from backbones.convnext import ConvNeXtBlock
+from backbones.layers import set_fused_cpu_inference
 
 SMALL = dict(depths=[1, 1, 2, 1], dims=[16, 24, 32, 48])
 
@@ -114,12 +114,11 @@ def test_frozen_stages_train_mode_and_paths():
         kind, stage, _ = m.param_position(n)
         frozen = kind == 'stem' or (kind in ('block', 'downsample') and stage < 2)
         assert (p.grad is None) == frozen, n
-    old = ConvNeXtBlock.fused_cpu_inference
+    old = set_fused_cpu_inference(False)
     try:
-        ConvNeXtBlock.fused_cpu_inference = False
         ref = m(x)
     finally:
-        ConvNeXtBlock.fused_cpu_inference = old
+        set_fused_cpu_inference(old)
     for a, b in zip(outs, ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backbones import ConvNeXt, ConvNeXtV2, load_pretrained
-from backbones.convnext import ConvNeXtBlock
+from backbones.layers import set_fused_cpu_inference
 from conftest import FIXTURES
 
 timm = pytest.importorskip('timm')
@@ -100,12 +100,11 @@ def timm_features(model, x):
 
 @contextlib.contextmanager
 def fused(flag: bool):
-    old = ConvNeXtBlock.fused_cpu_inference
-    ConvNeXtBlock.fused_cpu_inference = flag and old
+    old = set_fused_cpu_inference(flag)
     try:
         yield
     finally:
-        ConvNeXtBlock.fused_cpu_inference = old
+        set_fused_cpu_inference(old)
 
 
 def assert_feats(ours, ref, rtol=0.0):
