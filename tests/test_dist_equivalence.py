@@ -299,8 +299,10 @@ GRAD_RTOL, GRAD_ATOL = 1e-4, 1e-6
 # magnitude, so an entry whose gradient is noise moves by up to ~lr per step in a direction the noise
 # decides, independently in each run.
 UPDATE_RTOL = 1e-3
-# BN running statistics (buffers): CPUSyncBatchNorm's global statistics vs BatchNorm's batch statistics.
-BUFFER_RTOL, BUFFER_ATOL = 1e-4, 1e-5
+# BN running statistics after STEPS steps: max |difference| <= BUFFER_RTOL x the buffer's largest entry
+# (measured <= 7e-5: a BN right after a backbone output norm records in its running mean the noise-driven
+# moves of that norm's bias, above, which its output removes). Per-rank BN statistics would differ by tens %.
+BUFFER_RTOL = 1e-3
 
 
 def _grad_errors(ref, other):
@@ -389,10 +391,14 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
         update_err, noise = _update_error(ref, r0)
         assert update_err < UPDATE_RTOL, (case, update_err)
         assert len(noise) <= 4, (case, noise)  # the output-norm biases before a BN, nothing else
+        worst_buffer = 0.0
         for k, v in ref['state'].items():
             if k not in ref['grads'] and v.is_floating_point():
-                torch.testing.assert_close(r0['state'][k], v, rtol=BUFFER_RTOL, atol=BUFFER_ATOL, msg=k)
+                err = (r0['state'][k] - v).abs().max().item()
+                assert err <= BUFFER_RTOL * v.abs().max().item(), (case, k, err)
+                worst_buffer = max(worst_buffer, err / max(v.abs().max().item(), 1e-30))
         report.append(f'{case}: {len(ref["grads"])} gradient tensors, worst error {worst_rel:.1e} of the '
                       f'tensor max ({where}), {worst_tol:.2f} x tolerance; update after {STEPS} steps '
-                      f'{update_err:.1e} relative (left out, gradient 0 up to rounding: {noise})')
+                      f'{update_err:.1e} relative (left out, gradient 0 up to rounding: {noise}); BN running '
+                      f'statistics {worst_buffer:.1e} of their max')
     print('\n' + '\n'.join(report) + f'\n{elapsed:.0f} s')
