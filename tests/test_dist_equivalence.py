@@ -402,3 +402,28 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
                       f'{update_err:.1e} relative (left out, gradient 0 up to rounding: {noise}); BN running '
                       f'statistics {worst_buffer:.1e} of their max')
     print('\n' + '\n'.join(report) + f'\n{elapsed:.0f} s')
+
+
+def test_cpu_adaptation_maps_syncbn_by_launcher():
+    """Without CUDA: one process gets BN, a distributed run CPUSyncBatchNorm, under BatchNorm's names
+    (``bn.weight``, ``bn.running_mean`` ...: checkpoints load either way)."""
+    if torch.cuda.is_available():
+        pytest.skip('the CPU adaptation applies without CUDA only')
+    from mmcv.cnn import build_norm_layer
+
+    from glue.runtime import adapt_to_cpu, load_config
+    from glue.sync_bn import CPUSyncBatchNorm
+
+    path = osp.join(ROOT, CASES['upernet']['config'])
+    for launcher, expected in (('none', 'BN'), ('pytorch', 'CPUSyncBN'), ('slurm', 'CPUSyncBN')):
+        cfg = load_config(path)
+        assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
+        with pytest.warns(UserWarning, match=rf'SyncBN norm_cfg\(s\) in the model replaced by {expected} '):
+            adapt_to_cpu(cfg, launcher)
+        assert cfg.model.decode_head.norm_cfg.type == expected == cfg.model.auxiliary_head.norm_cfg.type
+    name, layer = build_norm_layer(dict(type='CPUSyncBN', requires_grad=True), 8)
+    assert name == 'bn' and type(layer) is CPUSyncBatchNorm
+    assert layer.state_dict().keys() == torch.nn.BatchNorm2d(8).state_dict().keys()
+    layer.eval()  # eval mode (and training without a process group): plain BatchNorm
+    x = torch.randn(2, 8, 3, 3)
+    torch.testing.assert_close(layer(x), torch.nn.BatchNorm2d(8).eval()(x))
