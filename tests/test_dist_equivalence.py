@@ -32,7 +32,6 @@ Tolerances: float32 rounding only (different summation orders in batched vs sing
 the all-reduce, and in BN statistics); see GRAD_RTOL / WEIGHT_ATOL.
 """
 import datetime
-import os
 import os.path as osp
 import socket
 import time
