@@ -29,7 +29,7 @@ What makes the two sides equal, and what was set for it (see also docs/distribut
   image's ground truth, so image i samples the same anchors and RoIs in both set-ups.
 
 Tolerances: float32 rounding only (different summation orders in batched vs single-image convolutions, in
-the all-reduce, and in BN statistics); see GRAD_RTOL / WEIGHT_ATOL.
+the all-reduce, and in BN statistics); see GRAD_RTOL / GRAD_ATOL, UPDATE_RTOL and BUFFER_RTOL below.
 """
 import datetime
 import os.path as osp
