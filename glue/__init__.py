@@ -17,9 +17,11 @@ from .channels import ChannelMismatchError, check_model_channels  # noqa: E402
 from .checkpoints import read_runner_checkpoint, use_safe_checkpoint_loader  # noqa: E402
 from .optim import LayerDecayOptimWrapperConstructor  # noqa: E402
 from .resume import RNGStateHook, find_resume_checkpoint, prepare_resume  # noqa: E402
+from .sync_bn import CPUSyncBatchNorm, register_cpu_sync_bn  # noqa: E402
 
 __all__ = ['register', 'LayerDecayOptimWrapperConstructor', 'read_runner_checkpoint', 'use_safe_checkpoint_loader',
-           'check_model_channels', 'ChannelMismatchError', 'RNGStateHook', 'find_resume_checkpoint', 'prepare_resume']
+           'check_model_channels', 'ChannelMismatchError', 'RNGStateHook', 'find_resume_checkpoint', 'prepare_resume',
+           'CPUSyncBatchNorm']
 
 
 class _MMLoggerBridge(logging.Handler):
@@ -57,6 +59,7 @@ def register(models, optim_constructors) -> None:
             registry.register_module(name=name, module=LayerDecayOptimWrapperConstructor)
     _bridge_logging()
     use_safe_checkpoint_loader()
+    register_cpu_sync_bn()  # norm_cfg type 'CPUSyncBN' (distributed CPU runs, see glue.runtime)
     from mmengine.registry import HOOKS
     if HOOKS.module_dict.get('RNGStateHook') is not RNGStateHook:
         HOOKS.register_module(name='RNGStateHook', module=RNGStateHook, force=True)

@@ -3,9 +3,10 @@ command-line arguments that train / test / demo tools share. mmengine's ``Runner
 this module only prepares its config.
 
 On a machine without CUDA (tests, the CPU demo): distributed runs use the gloo backend and plain
-DistributedDataParallel on CPU, SyncBN layers in the config become BN (torch's SyncBatchNorm refuses CPU
-tensors once a process group exists) and AmpOptimWrapper falls back to fp32 OptimWrapper (mmengine's AMP
-wrapper needs an accelerator). Each change is reported once.
+DistributedDataParallel on CPU, SyncBN layers in the config become :class:`glue.sync_bn.CPUSyncBatchNorm`
+(torch's SyncBatchNorm refuses CPU tensors once a process group exists; ours all-reduces the statistics and
+their gradients over gloo), or plain BN in a single-process run (the same thing there), and AmpOptimWrapper
+falls back to fp32 OptimWrapper (mmengine's AMP wrapper needs an accelerator). Each change is reported once.
 """
 import argparse
 import os
@@ -94,18 +95,19 @@ def set_data_root(cfg, data_root: str) -> None:
                 metric['ann_file'] = osp.join(data_root, ann_file)
 
 
-def replace_sync_bn(node) -> int:
-    """Turn every ``norm_cfg`` of type SyncBN into BN, in place; returns how many were changed."""
+def replace_sync_bn(node, new_type: str = 'BN') -> int:
+    """Turn every ``norm_cfg`` of type SyncBN / MMSyncBN into ``new_type`` (BN, or CPUSyncBN for a
+    distributed CPU run), in place; returns how many were changed."""
     count = 0
     if isinstance(node, dict):
         if node.get('type') in SYNC_BN_TYPES:
-            node['type'] = 'BN'
+            node['type'] = new_type
             count += 1
         for value in node.values():
-            count += replace_sync_bn(value)
+            count += replace_sync_bn(value, new_type)
     elif isinstance(node, (list, tuple)):
         for value in node:
-            count += replace_sync_bn(value)
+            count += replace_sync_bn(value, new_type)
     return count
 
 
@@ -115,11 +117,16 @@ def adapt_to_cpu(cfg, launcher: str) -> None:
 
     if torch.cuda.is_available():
         return
-    n = replace_sync_bn(cfg.model)
+    from .sync_bn import CPU_SYNC_BN, register_cpu_sync_bn
+
+    # One process: SyncBN is BN. Several (gloo): our CPU SyncBN keeps the cross-rank statistics.
+    new_type = 'BN' if launcher == 'none' else CPU_SYNC_BN
+    register_cpu_sync_bn()
+    n = replace_sync_bn(cfg.model, new_type)
     if cfg.get('tta_model'):
-        n += replace_sync_bn(cfg.tta_model)
+        n += replace_sync_bn(cfg.tta_model, new_type)
     if n:
-        _note(f'no CUDA: {n} SyncBN norm_cfg(s) in the model replaced by BN '
+        _note(f'no CUDA: {n} SyncBN norm_cfg(s) in the model replaced by {new_type} '
               '(torch SyncBatchNorm does not run on CPU)')
     optim = cfg.get('optim_wrapper')
     if optim and optim.get('type') == 'AmpOptimWrapper':

@@ -14,7 +14,8 @@ Examples::
     tools/dist_train.sh configs/det/conv2former_t_cascade.py 8          # 8 GPUs, torchrun
     python tools/train.py CONFIG --resume                                # latest ckpt in work dir
 
-On a machine without CUDA the config is adapted (gloo, SyncBN -> BN, fp32): see ``glue.runtime``.
+On a machine without CUDA the config is adapted (gloo, SyncBN -> CPU SyncBN across processes or BN in one,
+fp32): see ``glue.runtime``.
 """
 import argparse
 
