@@ -101,6 +101,15 @@ class ConvMlp(nn.Module):
         return lin.binary(hid, x.reshape(-1, c), *_scaled(self.fc2, scale), 'add').reshape(n, h, w, c)
 
 
+class _Stem(nn.Sequential):
+    """The BN stem (an ``nn.Sequential``: official keys), run on a channels_last copy of the 3-channel input:
+    oneDNN's convolutions and BatchNorm are faster in that layout (stem fwd+bwd 240 -> 195 ms at 512x768)
+    and the blocks then start in NHWC without a copy."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.contiguous(memory_format=torch.channels_last))
+
+
 class Conv2FormerBlock(nn.Module):
     def __init__(self, dim: int, kernel_size: int, mlp_ratio: int = 4, drop_path: float = 0.0,
                  layer_scale_init: float = 1e-6):
@@ -149,7 +158,7 @@ class Conv2Former(MultiScaleBackbone):
     def _build(self, arch: dict, in_channels: int, dpr: List[float]) -> None:
         dims, depths, k = arch['dims'], arch['depths'], arch['kernel_size']
         half = dims[0] // 2
-        stem = nn.Sequential(  # keys downsample_layers.0.{0,2,3,5,6}
+        stem = _Stem(  # keys downsample_layers.0.{0,2,3,5,6}
             nn.Conv2d(in_channels, half, 3, stride=2, padding=1, bias=False),
             nn.GELU(),
             nn.BatchNorm2d(half),

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 
 from .base import MultiScaleBackbone
-from .layers import is_tracing
+from .layers import DepthwiseConv2d, is_tracing
 from .registry import register_family
 
 ATTN_IMPLS = ('sdpa', 'explicit')
@@ -175,7 +175,7 @@ class SepConv(nn.Module):
         mid = int(expansion_ratio * dim)
         self.pwconv1 = nn.Linear(dim, mid, bias=False)
         self.act1 = StarReLU()
-        self.dwconv = nn.Conv2d(mid, mid, kernel_size, padding=kernel_size // 2, groups=mid, bias=False)
+        self.dwconv = DepthwiseConv2d(mid, kernel_size, bias=False)
         self.pwconv2 = nn.Linear(mid, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
