@@ -51,9 +51,11 @@ class ConvMod(nn.Module):
     def forward(self, x: Tensor, scale: Tensor) -> Tensor:
         """``scale * attn(x)`` for an NHWC ``x`` (the block's layer scale folded into ``proj``)."""
         y = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
-        a = F.gelu(F.linear(y, *_pointwise(self.att[0])))
-        a = self.att[2](a.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # depthwise on a channels_last view
-        return F.linear(a * F.linear(y, *_pointwise(self.v)), *_scaled(self.proj, scale))
+        # att[0] and v in one GEMM (C -> 2C): 3-5 % off a Conv2Former-T training step on CPU
+        w = torch.cat([self.att[0].weight.flatten(1), self.v.weight.flatten(1)])
+        a, v = F.linear(y, w, torch.cat([self.att[0].bias, self.v.bias])).chunk(2, dim=-1)
+        a = self.att[2](F.gelu(a).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # depthwise on a channels_last view
+        return F.linear(a * v, *_scaled(self.proj, scale))
 
     def forward_fused(self, x: Tensor, scale: Tensor) -> Tensor:
         """``x + scale * attn(x)`` with oneDNN's fused GEMMs (CPU float32 inference)."""
