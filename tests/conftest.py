@@ -17,6 +17,21 @@ def load_tool(relpath: str):
     return mod
 
 
+_CONFIGS = {}
+
+
+def load_config(path: str):
+    """A shipped config read once per test process (its custom imports run, so the backbones are registered);
+    callers must not modify it (``copy.deepcopy`` first)."""
+    if path not in _CONFIGS:
+        from mmengine.config import Config
+
+        from glue.runtime import fast_config_loading
+        with fast_config_loading():
+            _CONFIGS[path] = Config.fromfile(path)
+    return _CONFIGS[path]
+
+
 def smallest_archs():
     """(family, smallest arch, extra kwargs) for every family, plus the unified models with their
     stage norms kept; size ~ sum of depth x width^2 over the stages."""
