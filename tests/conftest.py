@@ -48,6 +48,33 @@ def smallest_archs():
     return out
 
 
+def arch_id(v):
+    """pytest id of a smallest_archs() parameter."""
+    return v if isinstance(v, str) else ','.join(f'{k}={x}' for k, x in v.items())
+
+
+def contract_model(family: str, arch: str, kwargs: dict, seed: int = 0, **extra):
+    """A family's smallest size with one block per stage (every layer kind, a fraction of the time), seeded."""
+    import torch
+
+    from backbones import families
+    cls = families()[family]
+    settings = dict(cls.resolve_arch(arch)[1], depths=[1, 1, 1, 1])
+    torch.manual_seed(seed)
+    return cls(arch=settings, **kwargs, **extra)
+
+
+def frozen_by_rule(model, k: int, names=None):
+    """The parameter names (or other ``names``, e.g. of buffers) ``frozen_stages=k`` must freeze: the stem for
+    k >= 0, and the downsamplers and blocks (with what belongs to them, e.g. stage norms) of stages 0..k-1."""
+    out = set()
+    for n in (names if names is not None else dict(model.named_parameters())):
+        kind, stage, _ = model.param_position(n)
+        if (k >= 0 and kind == 'stem') or (kind in ('downsample', 'block') and stage < k):
+            out.add(n)
+    return out
+
+
 def det_batch(n: int = 2, h: int = 160, w: int = 192) -> dict:
     """A seeded mmdet batch (uint8 images, two boxes + masks per image) for loss / predict steps."""
     import torch
