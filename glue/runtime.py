@@ -9,6 +9,7 @@ their gradients over gloo), or plain BN in a single-process run (the same thing 
 falls back to fp32 OptimWrapper (mmengine's AMP wrapper needs an accelerator). Each change is reported once.
 """
 import argparse
+import contextlib
 import os
 import os.path as osp
 import subprocess
@@ -39,6 +40,34 @@ def load_config(path, cfg_options=None, data_root=None):
     if data_root:
         set_data_root(cfg, data_root)
     return cfg
+
+
+@contextlib.contextmanager
+def fast_config_loading():
+    """mmengine re-reads every metafile of mmdet/mmseg (~100 YAML files) for each ``mmdet::`` /
+    ``mmseg::`` base of each config; within this context each external base path is resolved once
+    (the same result, 0.1 s instead of 0.5 s a config)."""
+    from mmengine.config import Config
+
+    orig = Config.__dict__['_get_cfg_path']
+    if getattr(orig.__func__, '_zoo_cached', False):  # already inside
+        yield
+        return
+    cache = {}
+
+    def cached(cfg_path, filename):
+        if '::' not in cfg_path:
+            return orig.__func__(cfg_path, filename)
+        if cfg_path not in cache:
+            cache[cfg_path] = orig.__func__(cfg_path, filename)
+        return cache[cfg_path]
+
+    cached._zoo_cached = True
+    Config._get_cfg_path = staticmethod(cached)
+    try:
+        yield
+    finally:
+        Config._get_cfg_path = orig
 
 
 def register_modules(cfg) -> str:

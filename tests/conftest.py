@@ -17,6 +17,21 @@ def load_tool(relpath: str):
     return mod
 
 
+_CONFIGS = {}
+
+
+def load_config(path: str):
+    """A shipped config read once per test process (its custom imports run, so the backbones are registered);
+    callers must not modify it (``copy.deepcopy`` first)."""
+    if path not in _CONFIGS:
+        from mmengine.config import Config
+
+        from glue.runtime import fast_config_loading
+        with fast_config_loading():
+            _CONFIGS[path] = Config.fromfile(path)
+    return _CONFIGS[path]
+
+
 def smallest_archs():
     """(family, smallest arch, extra kwargs) for every family, plus the unified models with their
     stage norms kept; size ~ sum of depth x width^2 over the stages."""
@@ -30,6 +45,33 @@ def smallest_archs():
         out.append((cls.__name__, arch, {}))
         if cls.__name__.startswith('Unified'):
             out.append((cls.__name__, arch, {'stage_norms': 'keep'}))
+    return out
+
+
+def arch_id(v):
+    """pytest id of a smallest_archs() parameter."""
+    return v if isinstance(v, str) else ','.join(f'{k}={x}' for k, x in v.items())
+
+
+def contract_model(family: str, arch: str, kwargs: dict, seed: int = 0, **extra):
+    """A family's smallest size with one block per stage (every layer kind, a fraction of the time), seeded."""
+    import torch
+
+    from backbones import families
+    cls = families()[family]
+    settings = dict(cls.resolve_arch(arch)[1], depths=[1, 1, 1, 1])
+    torch.manual_seed(seed)
+    return cls(arch=settings, **kwargs, **extra)
+
+
+def frozen_by_rule(model, k: int, names=None):
+    """The parameter names (or other ``names``, e.g. of buffers) ``frozen_stages=k`` must freeze: the stem for
+    k >= 0, and the downsamplers and blocks (with what belongs to them, e.g. stage norms) of stages 0..k-1."""
+    out = set()
+    for n in (names if names is not None else dict(model.named_parameters())):
+        kind, stage, _ = model.param_position(n)
+        if (k >= 0 and kind == 'stem') or (kind in ('downsample', 'block') and stage < k):
+            out.add(n)
     return out
 
 

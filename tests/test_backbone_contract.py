@@ -1,10 +1,23 @@
-"""The shared contract (arch, out_indices, frozen_stages, norm_eval, with_cp, layer depth) and its errors."""
+"""The shared contract and its errors.
+
+Over the registry (every family's smallest size, conftest.smallest_archs, one block per stage): frozen_stages,
+norm_eval, with_cp values and gradients, out_indices (selection, later stages not computed), output norms,
+contiguous NCHW maps, save -> strict load round trip. Elsewhere over the registry: odd input sizes and the
+minimum size (test_bad_input.py), layer depth and its lr scales (test_layer_decay.py), ONNX export
+(test_export_onnx.py). Here on Conv2Former: the name table, argument errors, strides, mmdet's layer-id rule."""
 import pytest
 import torch
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from backbones import Conv2Former, build_backbone, families, list_backbones
-from conftest import smallest_archs
+from backbones import Conv2Former, build_backbone, families, list_backbones, load_pretrained
+from conftest import arch_id, contract_model, frozen_by_rule, smallest_archs
+
+CASES = smallest_archs()
+# The training-step contract tests cost seconds per family on 2 CPU cores: two cheap families (a BatchNorm stem
+# and a LayerNorm-only trunk) run without the slow marker, all of them with it (make test runs everything).
+FAST = ('Conv2Former', 'ConvNeXtV2')
+STEP_CASES = [pytest.param(*c, marks=() if c[0] in FAST else pytest.mark.slow) for c in CASES]
 
 TINY = dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32], kernel_size=7)
 
@@ -67,77 +80,6 @@ def test_strides_and_channels(size):
         assert o.shape[2] == h // (s // 4)
 
 
-def test_output_norms_switchable():
-    torch.manual_seed(0)
-    a = tiny().eval()
-    b = tiny(out_norm=False).eval()
-    b.load_state_dict({k: v for k, v in a.state_dict().items() if not k.startswith('out_norms')})
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        ya, yb = a(x), b(x)
-    ln = nn.functional.layer_norm(yb[1].permute(0, 2, 3, 1), (16,), eps=1e-6).permute(0, 3, 1, 2)
-    torch.testing.assert_close(ya[1], ln)
-    assert not hasattr(b, 'out_norms')
-
-
-def _frozen_names(m):
-    return {n for n, p in m.named_parameters() if not p.requires_grad}
-
-
-@pytest.mark.parametrize('k', [-1, 0, 1, 2, 4])
-def test_frozen_stages_one_meaning(k):
-    m = tiny(frozen_stages=k)
-    frozen = _frozen_names(m)
-    for n, _ in m.named_parameters():
-        kind, stage, _ = m.param_position(n)
-        should = (k >= 0 and kind == 'stem') or (kind in ('downsample', 'block') and stage < k)
-        assert (n in frozen) == should, (k, n)
-    m.train()
-    stem_bn = m.downsample_layers[0][2]
-    assert stem_bn.training == (k < 0)
-    before = stem_bn.running_mean.clone()
-    m(torch.randn(2, 3, 64, 64))
-    assert torch.equal(before, stem_bn.running_mean) == (k >= 0)
-    if k >= 1:  # a frozen stage gets no gradient, the next one does
-        m(torch.randn(1, 3, 64, 64))[-1].sum().backward()
-        assert m.stages[k - 1][0].layer_scale_1.grad is None
-        if k < 4:
-            assert m.stages[k][0].layer_scale_1.grad is not None
-
-
-def test_norm_eval_keeps_bn_statistics():
-    m = tiny(norm_eval=True).train()
-    bn = m.downsample_layers[0][2]
-    before = bn.running_var.clone()
-    m(torch.randn(2, 3, 64, 64))
-    assert not bn.training and torch.equal(before, bn.running_var)
-    assert bn.weight.requires_grad  # norm_eval freezes statistics, not the affine parameters
-
-
-def test_with_cp_same_values_and_gradients():
-    torch.manual_seed(0)
-    a = tiny(drop_path_rate=0.0)
-    b = tiny(with_cp=True)
-    b.load_state_dict(a.state_dict())
-    x = torch.randn(2, 3, 64, 64)
-    a.train(), b.train()
-    ya, yb = a(x), b(x)
-    sum(y.sum() for y in ya).backward()
-    sum(y.sum() for y in yb).backward()
-    for y1, y2 in zip(ya, yb):
-        torch.testing.assert_close(y1, y2)
-    for (n, p), q in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, msg=n)
-
-
-def test_later_stages_not_computed():
-    m = tiny(out_indices=(0,))
-    calls = []
-    m.stages[1].register_forward_hook(lambda *a: calls.append(1))
-    m(torch.randn(1, 3, 64, 64))
-    assert calls == []
-
-
 def test_layer_wise_depth_matches_mmdet_convnext_rule():
     """ConvNeXt's published rule (mmdet's own implementation) on a ConvNeXt-T-shaped trunk."""
     mmdet_ld = pytest.importorskip('mmdet.engine.optimizers.layer_decay_optimizer_constructor')
@@ -156,29 +98,7 @@ def test_layer_wise_depth_matches_mmdet_convnext_rule():
         assert ours_s == mmdet_ld.get_stage_id_for_convnext(n, 8), n
 
 
-@pytest.mark.parametrize('scheme', ['layer_wise', 'stage_wise', 'block_wise'])
-def test_layer_depth_monotone(scheme):
-    """Ids never decrease along the forward order (stem, then each stage's downsampler and blocks).
-
-    ConvNeXt's stage_wise rule puts every downsampler at id 0, so there only stem and blocks are checked.
-    """
-    with torch.device('meta'):
-        m = build_backbone('conv2former_s')
-    rows = []
-    for n, _ in m.named_parameters():
-        kind, stage, block = m.param_position(n)
-        if kind == 'out_norm' or (scheme == 'stage_wise' and kind == 'downsample'):
-            continue
-        layer_id, max_id = m.get_layer_depth(n, scheme=scheme)
-        rows.append(((stage, kind == 'block', block), layer_id))
-    ids = [i for _, i in sorted(rows)]
-    assert ids[0] == 0 and ids == sorted(ids)
-    assert max(ids) <= max_id - 2  # the heads (max_id - 1) stay above every backbone parameter
-    assert m.get_layer_depth('backbone.out_norms.0.weight', prefix='backbone.', scheme=scheme)[0] == max_id - 1
-
-
-@pytest.mark.parametrize('family,arch,kwargs', smallest_archs(),
-                         ids=lambda v: v if isinstance(v, str) else ','.join(f'{k}={x}' for k, x in v.items()))
+@pytest.mark.parametrize('family,arch,kwargs', CASES, ids=arch_id)
 def test_outputs_are_contiguous_nchw(family, arch, kwargs):
     """Every family returns plain contiguous NCHW maps, with and without output norms. The channels-last
     views that LayerNorms and NHWC stages leave behind are fine for convolutions but not for compiled ops
@@ -192,3 +112,127 @@ def test_outputs_are_contiguous_nchw(family, arch, kwargs):
         for i, y in enumerate(outs):
             assert y.is_contiguous(), (family, arch, out_norm, i, y.stride())
             assert y.shape[1] == model.dims[i] and y.shape[2:] == (64 // 4 // 2 ** i, 96 // 4 // 2 ** i)
+
+
+# ---------------------------------------------------------------------------------- every family
+# torch 2.12 (CPU): F.group_norm's backward on a channels-last input that needs no gradient (only the weight
+# does) crashes the process (segfault). The (H, W, C) norms of these families run that way on the stem's output
+# when frozen_stages=0; frozen_stages=0 is not run for them here (it would kill the test worker).
+GROUP_NORM_CRASH = {f: 'frozen_stages=0 crashes torch 2.12 CPU group_norm backward (channels-last input '
+                       'without grad): not run' for f in ('IdentityFormer', 'PoolFormerV2', 'RandFormer')}
+
+
+def _small_input(model):
+    """The smallest square input the family takes above 32 px: training steps on 2 CPU cores stay cheap."""
+    side = max(32, model.min_input_size())
+    return torch.randn(2, 3, side, side)
+
+
+def _train_step(model, x, seed=1):
+    torch.manual_seed(seed)  # the same drop-path draws for two models
+    outs = model(x)
+    sum(o.float().square().mean() for o in outs).backward()
+    return outs
+
+
+def _modules_within(model, roots):
+    return {id(m) for r in roots for m in r.modules()}
+
+
+@pytest.mark.parametrize('family,arch,kwargs', STEP_CASES, ids=arch_id)
+def test_frozen_stages_one_meaning(family, arch, kwargs):
+    """-1 nothing; 0 the stem; k the stem and stages 0..k-1 with their downsamplers (and what belongs to a
+    stage, such as stage norms): no gradient, eval mode after train(), buffers (BN statistics) unchanged by a
+    training forward; the first unfrozen stage trains. Parameters frozen by design (RandFormer's random
+    matrices) stay frozen whatever k."""
+    with torch.device('meta'):  # which parameters freeze and which modules train: no storage needed
+        fixed = {n for n, p in contract_model(family, arch, kwargs).named_parameters() if not p.requires_grad}
+        for k in (-1, 0, 2, 4):
+            m = contract_model(family, arch, kwargs, frozen_stages=k).train()
+            assert {n for n, p in m.named_parameters() if not p.requires_grad} == fixed | frozen_by_rule(m, k), k
+            inside = _modules_within(m, m._frozen_modules())
+            assert all(mod.training == (id(mod) not in inside) for mod in m.modules()), k
+    crashes = family in GROUP_NORM_CRASH
+    for k in (2,) if crashes else (0, 2):  # a training step: frozen = no gradient and unchanged buffers
+        m = contract_model(family, arch, kwargs, frozen_stages=k, drop_path_rate=0.1).train()
+        frozen = fixed | frozen_by_rule(m, k)
+        buffers = {n: b.clone() for n, b in m.named_buffers()}
+        _train_step(m, _small_input(m))
+        for n, p in m.named_parameters():
+            assert (p.grad is None) == (n in frozen), (k, n)
+        for n in frozen_by_rule(m, k, buffers):
+            assert torch.equal(dict(m.named_buffers())[n], buffers[n]), (k, n)
+    if crashes:
+        pytest.xfail(GROUP_NORM_CRASH[family])
+
+
+@pytest.mark.parametrize('family,arch,kwargs', STEP_CASES, ids=arch_id)
+def test_norm_eval_keeps_batchnorm_statistics(family, arch, kwargs):
+    """norm_eval: every BatchNorm stays in eval mode in train() and keeps its running statistics; its affine
+    parameters still train; nothing else changes mode."""
+    m = contract_model(family, arch, kwargs, norm_eval=True).train()
+    bns = [mod for mod in m.modules() if isinstance(mod, _BatchNorm)]
+    assert all(mod.training != isinstance(mod, _BatchNorm) for mod in m.modules())
+    stats = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in bns]
+    _train_step(m, _small_input(m))
+    for bn, (mean, var) in zip(bns, stats):
+        assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
+        assert bn.weight.requires_grad and bn.weight.grad is not None
+    if family == 'Conv2Former':
+        assert bns  # its stem has BatchNorm: the case norm_eval exists for
+
+
+@pytest.mark.parametrize('family,arch,kwargs', STEP_CASES, ids=arch_id)
+def test_with_cp_same_values_and_gradients(family, arch, kwargs):
+    """Activation checkpointing changes neither the outputs nor any gradient, drop path included (the
+    recomputation replays the same random draws)."""
+    a = contract_model(family, arch, kwargs, drop_path_rate=0.2).train()
+    b = contract_model(family, arch, kwargs, drop_path_rate=0.2, with_cp=True).train()
+    b.load_state_dict(a.state_dict())
+    x = _small_input(a)
+    for ya, yb in zip(_train_step(a, x), _train_step(b, x)):
+        torch.testing.assert_close(ya, yb)
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, q.grad, msg=n)
+
+
+@pytest.mark.parametrize('family,arch,kwargs', STEP_CASES, ids=arch_id)
+def test_out_indices_and_output_norms(family, arch, kwargs):
+    """out_indices selects maps (negative indices count from the end) and later stages are not computed; the
+    output norms are a LayerNorm over channels of the raw map, and out_norm=False builds none."""
+    a = contract_model(family, arch, kwargs, out_indices=(-1, 1)).eval()
+    b = contract_model(family, arch, kwargs, out_norm=False).eval()
+    assert a.out_indices == (1, 3) and a.out_channels == [a.dims[1], a.dims[3]] and not hasattr(b, 'out_norms')
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if not k.startswith('out_norms')})
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        y1, y3 = a(x)
+        raw = b(x)
+    for y, r, norm in ((y1, raw[1], a.out_norms[1]), (y3, raw[3], a.out_norms[3])):
+        ref = nn.functional.layer_norm(r.permute(0, 2, 3, 1), (r.shape[1],), norm.weight, norm.bias, eps=1e-6)
+        torch.testing.assert_close(y, ref.permute(0, 3, 1, 2))
+    c = contract_model(family, arch, kwargs, out_indices=(0,))
+    calls = []
+    for i in (1, 2, 3):
+        c.stages[i].register_forward_hook(lambda *args: calls.append(1))
+    assert len(c(torch.randn(1, 3, 64, 64))) == 1 and calls == []
+
+
+@pytest.mark.parametrize('family,arch,kwargs', STEP_CASES, ids=arch_id)
+def test_save_and_strict_load_round_trip(family, arch, kwargs, tmp_path):
+    """A saved backbone loads strictly into a fresh one of the same arch: every tensor, hence every output."""
+    a = contract_model(family, arch, kwargs, seed=0).eval()
+    with torch.no_grad():
+        for p in a.out_norms.parameters():
+            p.uniform_(0.5, 1.5)  # not the fresh values: they must come from the file
+    torch.save(a.state_dict(), tmp_path / 'backbone.pth')
+    b = contract_model(family, arch, kwargs, seed=1).eval()
+    report = load_pretrained(b, str(tmp_path / 'backbone.pth'))
+    assert report.fresh == [] and report.dropped_classifier == []
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for ya, yb in zip(a(x), b(x)):
+            assert torch.equal(ya, yb)

@@ -4,16 +4,19 @@ heads, carry the published recipe values, and build.
 * every config under configs/det and configs/seg (all families): parses with its custom_imports,
   names a backbone family + arch that match the file name, neck / decode-head in_channels equal the
   backbone's out_channels, one ``checkpoint_file`` feeds init_cfg, no mmpretrain left over;
+* the recipe table (backbones/recipes.py): every config's drop path, lr, layer decay, precision, checkpoint and
+  base equal its row, every row has its config, docs/recipes.md is current, and tools/analysis/recipes.py --check
+  names a wrong key;
 * the recipe bases: ConvNeXt 3x COCO (Mask R-CNN and Cascade) and UperNet 160k ADE20K values;
-* Conv2Former: the per-size table of lr / layer decay / drop path / precision / checkpoint;
+* Conv2Former: the config set, widths and BN statistics kept (norm_eval);
 * building: on torch's meta device the two smallest sizes of every family and task (every size
   for Conv2Former), on the CPU the Conv2Former N and T models with the layer-decay optimizer;
 * the toy configs inherit the real N configs and swap what the CPU demo needs.
 """
 import copy
 import glob
+import os
 import os.path as osp
-import re
 from collections import defaultdict
 
 import pytest
@@ -23,7 +26,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 from mmengine.config import Config  # noqa: E402
 
-from backbones import families, hub  # noqa: E402
+from backbones import families, hub, recipes  # noqa: E402
+from conftest import load_config, load_tool  # noqa: E402
 
 DET_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'det', '*.py')))
 SEG_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'seg', '*.py')))
@@ -55,21 +59,8 @@ def split_name(path):
     return FAMILY_BY_PREFIX[family], stem[len(family) + 1:], kind
 
 
-_CACHE = {}
-
-
-def load(path):
-    if path not in _CACHE:
-        _CACHE[path] = Config.fromfile(path)  # also runs custom_imports (registers the backbones)
-    return _CACHE[path]
-
-
-def base_of(path):
-    """The recipe base (configs/_base_/...) of a config, through a parent model config if there is one."""
-    m = re.search(r"^_base_ = '([^']+)'", open(path).read(), re.M)
-    if m and m.group(1).startswith('./'):  # a variant of a model config (e.g. another initialisation)
-        return base_of(osp.join(osp.dirname(path), m.group(1)))
-    return osp.basename(m.group(1)) if m else None
+load = load_config
+base_of = recipes.base_of
 
 
 def out_channels(cfg):
@@ -107,13 +98,15 @@ def test_config_consistent(path):
     assert cfg.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert 'mmpretrain' not in str(cfg.to_dict())  # (pretty_text would cost 0.7 s per config)
+    # drop path, lr, layer decay, precision, checkpoint and base: the config's row of the recipe table
+    assert recipes.mismatches(cfg, path) == []
 
 
 def test_every_config_uses_a_recipe_base():
     bases = {_name(p): base_of(p) for p in MODEL_CONFIGS}
-    known = {'mask-rcnn_fpn_3x_coco.py', 'cascade-mask-rcnn_fpn_3x_coco.py',
-             'mask-rcnn_fpn_1x_coco_stm.py', 'upernet_160k_ade20k-512x512.py',
-             'upernet_160k_ade20k-640x640.py'}
+    known = {'det/mask-rcnn_fpn_3x_coco.py', 'det/cascade-mask-rcnn_fpn_3x_coco.py',
+             'det/mask-rcnn_fpn_1x_coco_stm.py', 'seg/upernet_160k_ade20k-512x512.py',
+             'seg/upernet_160k_ade20k-640x640.py'}
     assert {n: b for n, b in bases.items() if b not in known} == {}
 
 
@@ -200,21 +193,35 @@ def test_base_configs_in_sync(pair, keys):
     assert a.optim_wrapper.optimizer.keys() == b.optim_wrapper.optimizer.keys()
 
 
-# ------------------------------------------------------------------------- Conv2Former table
+# ------------------------------------------------------------------------- the recipe table
+def test_recipe_table_has_a_config_per_row_and_the_doc_is_current():
+    assert {recipes.get(p).name for p in MODEL_CONFIGS} == {r.name for r in recipes.all_recipes()}
+    assert len(recipes.all_recipes()) == len(MODEL_CONFIGS) == len({r.name for r in recipes.all_recipes()})
+    with open(osp.join(ROOT, 'docs', 'recipes.md')) as f:
+        assert f.read() == recipes.render_markdown(), 'docs/recipes.md is stale: python tools/analysis/recipes.py'
+    with pytest.raises(KeyError, match='closest: det/convnext_t_cascade'):
+        recipes.get('det/convnext_t_cascades')
+
+
+def test_recipes_tool_names_a_wrong_key(tmp_path, capsys):
+    """--check on a config whose drop path and lr differ from the table: exit 1, each key named with both values."""
+    tool = load_tool('tools/analysis/recipes.py')
+    os.makedirs(tmp_path / 'configs' / 'det')
+    os.symlink(osp.join(ROOT, 'configs', '_base_'), tmp_path / 'configs' / '_base_')
+    bad = tmp_path / 'configs' / 'det' / 'conv2former_t_cascade.py'
+    text = open(osp.join(ROOT, 'configs', 'det', 'conv2former_t_cascade.py')).read()
+    bad.write_text(text.replace('drop_path_rate=0.2', 'drop_path_rate=0.3').replace('lr=2e-4', 'lr=1e-4'))
+    good = osp.join(ROOT, 'configs', 'det', 'conv2former_t_cascade.py')
+    assert tool.main(['--check', good]) == 0
+    assert tool.main(['--check', str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert 'det/conv2former_t_cascade: model.backbone.drop_path_rate = 0.3, the recipe table says 0.2' in out
+    assert 'optim_wrapper.optimizer.lr = 0.0001, the recipe table says 0.0002' in out
+
+
+# ------------------------------------------------------------------------- Conv2Former
 C2F_OUT = {'n': [64, 128, 256, 512], 't': [72, 144, 288, 576], 's': [72, 144, 288, 576],
            'b': [96, 192, 384, 768], 'l': [128, 256, 512, 1024]}
-# (lr, layer-decay rate, drop path) per config; sources in the config files and their bases
-C2F_RECIPE = {
-    ('maskrcnn', 'n'): (1e-4, 0.95, 0.4), ('maskrcnn', 't'): (1e-4, 0.95, 0.4),
-    ('maskrcnn', 's'): (1e-4, 0.95, 0.6), ('maskrcnn', 'b'): (1e-4, 0.95, 0.9),
-    ('maskrcnn', 'l'): (1e-4, 0.95, 0.7),
-    ('cascade', 'n'): (2e-4, 0.7, 0.4), ('cascade', 't'): (2e-4, 0.7, 0.2),
-    ('cascade', 's'): (2e-4, 0.7, 0.6), ('cascade', 'b'): (2e-4, 0.8, 0.9),
-    ('cascade', 'l'): (1e-4, 0.7, 0.7),
-    ('upernet', 'n'): (1e-4, 0.9, 0.4), ('upernet', 't'): (1e-4, 0.9, 0.4),
-    ('upernet', 's'): (1e-4, 0.9, 0.3), ('upernet', 'b'): (1e-4, 0.9, 0.4),
-    ('upernet', 'l'): (1e-4, 0.9, 0.4),
-}
 C2F_CONFIGS = [p for p in MODEL_CONFIGS if _name(p).startswith('conv2former_')]
 
 
@@ -230,19 +237,7 @@ def test_conv2former_recipe(path):
     bb = cfg.model.backbone
     assert bb.arch == size and out_channels(cfg) == C2F_OUT[size]
     assert bb.norm_eval is True  # BN stem + 2 images/GPU: keep the ImageNet statistics
-    pretrain = 'in22k_ft_in1k' if size == 'l' else 'in1k'  # L: the official files are 22K then 1K-fine-tuned
-    assert cfg.checkpoint_file == f'conv2former_{size}.{pretrain}'
-    lr, decay, dp = C2F_RECIPE[(kind, size)]
-    ow = cfg.optim_wrapper
-    assert bb.drop_path_rate == dp
-    assert ow.optimizer.lr == lr and ow.paramwise_cfg.decay_rate == decay
-    assert 'num_layers' not in ow.paramwise_cfg  # derived from the backbone
-    fp32 = size == 'l' and kind != 'upernet'  # detection recipe: fp16 except L
-    assert ow.type == ('OptimWrapper' if fp32 else 'AmpOptimWrapper')
-    assert base_of(path) == {'maskrcnn': 'mask-rcnn_fpn_3x_coco.py',
-                             'cascade': 'cascade-mask-rcnn_fpn_3x_coco.py',
-                             'upernet': ('upernet_160k_ade20k-640x640.py' if size == 'l'
-                                         else 'upernet_160k_ade20k-512x512.py')}[kind]
+    assert 'num_layers' not in cfg.optim_wrapper.paramwise_cfg  # derived from the backbone
 
 
 # ------------------------------------------------------------------------- building

@@ -1,5 +1,7 @@
-"""The ConvNeXt / ConvNeXt V2 configs: complete set, published (or documented-rule) recipe values, widths
-that match the built backbone, and the L/XL (V2 large/huge) precision and crop rules."""
+"""The ConvNeXt / ConvNeXt V2 configs: complete set, widths that match the built backbone, the release each
+size starts from and the L/XL (V2 large/huge) crop rule, the headers that state the recipe choice. The recipe
+values themselves (lr, decay, drop path, precision) are checked against backbones/recipes.py for every config
+in tests/test_configs.py."""
 import glob
 import os.path as osp
 import re
@@ -7,8 +9,8 @@ import re
 import pytest
 import torch
 
-from backbones import hub
-from conftest import ROOT
+from backbones import hub, recipes
+from conftest import ROOT, load_config
 
 Config = pytest.importorskip('mmengine.config').Config
 
@@ -19,19 +21,6 @@ ALL = sorted(p for d in ('det', 'seg') for p in glob.glob(osp.join(ROOT, 'config
 CONFIGS = [p for p in ALL if '_dinov3_' not in p]
 DINOV3 = [p for p in ALL if '_dinov3_' in p]
 NAME_RE = re.compile(r'^(?P<family>convnextv2|convnext)_(?P<size>[a-z]+)_(?P<kind>maskrcnn|cascade|upernet)\.py$')
-
-# ConvNeXt row used per size (V2 has no published values: matching ConvNeXt size, see the headers)
-ROW = {**{s: s.upper() for s in V1}, 'atto': 'T', 'femto': 'T', 'pico': 'T', 'nano': 'T', 'tiny': 'T',
-       'base': 'B', 'large': 'L', 'huge': 'XL'}
-# (lr, decay rate, drop path): recipes.md 1.1 / 2.1; Mask R-CNN beyond T: the base config's rule
-RECIPE = {
-    ('cascade', 'T'): (2e-4, 0.7, 0.4), ('cascade', 'S'): (2e-4, 0.7, 0.6), ('cascade', 'B'): (2e-4, 0.8, 0.7),
-    ('cascade', 'L'): (1e-4, 0.7, 0.7), ('cascade', 'XL'): (1e-4, 0.7, 0.8),
-    ('upernet', 'T'): (1e-4, 0.9, 0.4), ('upernet', 'S'): (1e-4, 0.9, 0.3), ('upernet', 'B'): (1e-4, 0.9, 0.4),
-    ('upernet', 'L'): (1e-4, 0.9, 0.4), ('upernet', 'XL'): (8e-5, 0.9, 0.4),
-}
-for _row in ('T', 'S', 'B', 'L', 'XL'):
-    RECIPE[('maskrcnn', _row)] = (1e-4, 0.95, RECIPE[('cascade', _row)][2])
 
 
 def _parse(path):
@@ -51,7 +40,7 @@ def test_config_set_is_complete():
 def test_config(path):
     from backbones import build_backbone
     family, size, kind = _parse(path)
-    cfg = Config.fromfile(path)
+    cfg = load_config(path)
     bb = cfg.model.backbone
     v1 = family == 'convnext'
     assert bb.type == ('ConvNeXt' if v1 else 'ConvNeXtV2') and bb.arch == size
@@ -63,12 +52,8 @@ def test_config(path):
         assert cfg.model.auxiliary_head.in_channels == model.out_channels[2]
     else:
         assert list(cfg.model.neck.in_channels) == model.out_channels
-    row = ROW[size]
-    lr, decay, dp = RECIPE[(kind, row)]
-    assert bb.drop_path_rate == dp
-    ow = cfg.optim_wrapper
-    assert ow.optimizer.lr == lr and ow.paramwise_cfg.decay_rate == decay and 'num_layers' not in ow.paramwise_cfg
-    assert ow.type == ('OptimWrapper' if row in ('L', 'XL') else 'AmpOptimWrapper')
+    row = recipes.get(path).row
+    assert 'num_layers' not in cfg.optim_wrapper.paramwise_cfg
     assert bb.init_cfg.checkpoint == cfg.checkpoint_file
     entry = hub.get(cfg.checkpoint_file)
     assert entry.arch == f'{family}_{model.arch_name}' and entry.task is None
@@ -79,8 +64,8 @@ def test_config(path):
         crop = [t for t in cfg.train_dataloader.dataset.pipeline if t['type'] == 'RandomCrop'][0]['crop_size']
         assert tuple(crop) == ((640, 640) if row in ('L', 'XL') else (512, 512))
     header = open(path).read().split('_base_')[0]
-    if not v1:
-        assert 'ConvNeXt V2 publishes no per-model' in header
+    if not v1:  # the header states the row the table maps the size to
+        assert 'ConvNeXt V2 publishes no per-model' in header and f'(here: {row})' in header
     if kind == 'maskrcnn' and row != 'T' or kind == 'maskrcnn' and not v1:
         assert 'Not published' in header and 'base rule' in header
 
@@ -108,7 +93,7 @@ def test_dinov3_config_is_the_convnext_recipe_from_dinov3_weights(path):
     size, kind = name.split('_')[1], name.split('_')[-1][:-3]
     parent_path = path.replace('_dinov3', '')
     assert f"_base_ = './{osp.basename(parent_path)}'" in open(path).read()
-    cfg, parent = Config.fromfile(path), Config.fromfile(parent_path)
+    cfg, parent = load_config(path), load_config(parent_path)
     full = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}[size]
     ckpt = f'convnext_{full}.dinov3_lvd1689m'
     assert cfg.checkpoint_file == ckpt and cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint=ckpt)

@@ -206,22 +206,6 @@ def test_micro_runs_at_odd_detection_like_size(family):
     assert all(torch.isfinite(f).all() for f in feats)
 
 
-def test_with_cp_and_drop_path_train_step():
-    torch.manual_seed(0)
-    a = UnifiedSwin(arch=TINY['swin'][1])
-    b = UnifiedSwin(arch=TINY['swin'][1], with_cp=True)
-    b.load_state_dict(a.state_dict())
-    x = torch.randn(2, 3, 45, 71)
-    a.train(), b.train()
-    ya, yb = a(x), b(x)
-    sum(y.sum() for y in ya).backward()
-    sum(y.sum() for y in yb).backward()
-    for y1, y2 in zip(ya, yb):
-        torch.testing.assert_close(y1, y2)
-    for (n, p), q in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, msg=n)
-
-
 def test_no_weight_decay_lists_position_tables():
     names = {k: TINY[k][0](arch=TINY[k][1]).no_weight_decay() for k in TINY}
     assert names['convnext'] == [] and names['dcn_v3'] == []
