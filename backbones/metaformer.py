@@ -140,7 +140,13 @@ class JointNormNoBias(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.group_norm(x.permute(0, 3, 1, 2), 1, self.weight, None, self.eps)
+        xc = x.permute(0, 3, 1, 2)
+        if xc.device.type == 'cpu' and not x.requires_grad and self.weight.requires_grad and torch.is_grad_enabled():
+            # torch's CPU group_norm backward segfaults (torch 2.12) on a channels-last input that needs no
+            # gradient while the weight does: the first norm after a frozen stem (frozen_stages=0). A
+            # contiguous copy takes the kernel's other path (tests/test_backbone_contract.py, frozen_stages).
+            xc = xc.contiguous()
+        y = F.group_norm(xc, 1, self.weight, None, self.eps)
         return y.permute(0, 2, 3, 1).to(x.dtype)  # autocast runs group_norm in float32: keep the input's dtype
 
 
