@@ -8,6 +8,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
 
 
+# Files whose tests build real detectors / segmentors, load many configs, export, spawn processes or train:
+# marked `slow`, so that `pytest -m "not slow"` is a quick check of the core (backbone contract, loading,
+# hostile files, layer decay, fast paths, ops) while `make test` (CI) runs everything.
+SLOW_FILES = {
+    'test_configs.py', 'test_convnext_configs.py', 'test_metaformer_configs.py', 'test_unified_configs.py',
+    'test_bad_input.py', 'test_model_zoo_flops.py', 'test_export_onnx.py', 'test_tools.py', 'test_tools_extra.py',
+    'test_toy_pretrain.py', 'test_tta.py', 'test_benchmark_backbones.py', 'test_packaging.py',
+    'test_exact_resume.py', 'test_lite_ops_configs.py', 'test_dist_equivalence.py', 'test_dist_failure.py',
+    'test_openmmlab.py', 'test_unified.py', 'test_metaformer.py', 'test_conv2former_parity.py',
+    'test_convnext_parity.py', 'test_metaformer_parity.py', 'test_model_channels.py', 'test_toy_data.py',
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
+
 def load_tool(relpath: str):
     """A command-line tool (a script, not a package module) loaded from its file, to call its ``main``."""
     name = 'tool_' + relpath.replace('/', '_').replace('.py', '')

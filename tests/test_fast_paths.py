@@ -72,6 +72,7 @@ def test_conv2former_positional_branch_backward_equals_autograd():
     torch.testing.assert_close(out, ref)
     for a, b in zip(grads, [hb.grad, conv.weight.grad, conv.bias.grad]):
         torch.testing.assert_close(a, b)
-    args = (h.double().requires_grad_(), conv.weight.double().detach().requires_grad_(),
-            conv.bias.double().detach().requires_grad_(), (1, 1))
+    small = nn.Conv2d(3, 3, 3, padding=1, groups=3).double()
+    args = (torch.randn(1, 4, 5, 3, dtype=torch.double).permute(0, 3, 1, 2).requires_grad_(),
+            small.weight.detach().requires_grad_(), small.bias.detach().requires_grad_(), (1, 1))
     assert torch.autograd.gradcheck(_ConvGeluResidual.apply, args)
