@@ -78,6 +78,12 @@ def summarize(times):
                 mean_ms=statistics.fmean(times))
 
 
+def compile_options(backend: str = 'inductor') -> dict:
+    """``torch.compile`` options of the benchmarks (the backbones' ``compile=`` argument): a graph break is
+    an error (``fullgraph``) and the input size is fixed (``dynamic=False``, one specialised graph)."""
+    return dict(backend=backend, fullgraph=True, dynamic=False)
+
+
 def relative_errors(outputs, references):
     """Per output map ``||a - b|| / ||b||`` (Frobenius norms, in float32), ``b`` the reference; how the
     compiled and bfloat16-autocast forwards are compared with the eager float32 one (docs/speed.md)."""
