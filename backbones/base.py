@@ -33,7 +33,13 @@ Everything else is shared and behaves the same for every family:
     also refuse inputs holding NaN or Inf. Off by default: ``torch.isfinite(x).all()`` is cheap on CPU
     (measured at 1x3x800x1216, 2 threads: 21-42 ms, 0.6-1.2% of the forward of conv2former_n /
     unified_convnext_micro), but on CUDA reading the boolean is a host-device synchronisation every
-    forward. Without it a non-finite input gives non-finite outputs (and losses), nothing else.
+    forward. Without it a non-finite input gives non-finite outputs (and losses), nothing else. Inside
+    ``torch.compile`` the check is ``torch._assert_async`` (no graph break; a ``RuntimeError`` naming it).
+``compile``
+    ``False`` (default) runs eagerly. ``True`` or a dict of ``torch.compile`` options (e.g.
+    ``dict(backend='inductor', mode='max-autotune', dynamic=False)``) compiles the trunk (stem, stages,
+    output norms) on the first forward; the input checks stay eager. Every family compiles without graph
+    breaks (training, ``with_cp``, autocast included); see docs/speed.md for measured speed-ups.
 ``init_cfg``
     ``dict(type='Pretrained', checkpoint=NAME_PATH_OR_URL, prefix=None, use_ema=False)`` loads a checkpoint in
     ``init_weights()`` through the strict loader of :mod:`backbones.checkpoint`; ``None`` keeps the
@@ -101,10 +107,15 @@ class MultiScaleBackbone(nn.Module):
                  with_cp: bool = False,
                  out_norm: bool = True,
                  check_finite: bool = False,
+                 compile: Union[bool, dict] = False,
                  init_cfg: Optional[dict] = None,
                  pretrained: Optional[str] = None):
         super().__init__()
         self.check_finite = bool(check_finite)
+        if not isinstance(compile, (bool, dict)):
+            raise TypeError(f'compile must be True/False or a dict of torch.compile options, got {compile!r}')
+        self.compile_options: Optional[dict] = (dict(compile) if isinstance(compile, dict) else
+                                                {} if compile else None)
         self._min_size_cache: Dict[int, int] = {}
         self.arch_name, self.arch = self.resolve_arch(arch)
         self.depths: List[int] = list(self.arch['depths'])
@@ -270,12 +281,33 @@ class MultiScaleBackbone(nn.Module):
         if h < m or w < m:
             raise ValueError(f'{name}(arch={self.arch_name!r}) needs inputs of at least {m}x{m} pixels '
                              f'(out_indices {self.out_indices}), got {h}x{w}; pad or resize the image')
-        if self.check_finite and not bool(torch.isfinite(x).all()):
+        if self.check_finite and torch.compiler.is_compiling():  # no .item(): an assertion in the graph
+            torch._assert_async(torch.isfinite(x).all(), f'{name} got an input with NaN/Inf values (check_finite=True)')
+        elif self.check_finite and not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
             raise ValueError(f'{name} got an input with {bad} NaN/Inf values (check_finite=True)')
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self.check_input(x)
+        if self.compile_options is not None and not torch.compiler.is_compiling():
+            return self._compiled_trunk()(x)
+        return self.forward_trunk(x)
+
+    def _compiled_trunk(self):
+        """``torch.compile(self.forward_trunk, **compile_options)``, made once per module. Kept with the
+        module's id: a deep copy (EMA models) gets its own, not the original's (bound to the original)."""
+        cached = self.__dict__.get('_compiled')
+        if cached is None or cached[0] != id(self):
+            cached = self.__dict__['_compiled'] = (id(self), torch.compile(self.forward_trunk, **self.compile_options))
+        return cached[1]
+
+    def __getstate__(self):  # pickling / deepcopy: the compiled function is rebuilt, never copied
+        state = super().__getstate__().copy()
+        state.pop('_compiled', None)
+        return state
+
+    def forward_trunk(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Stem, stages and output norms on a checked input (what ``compile`` compiles)."""
         outs = []
         last = self.out_indices[-1]
         for i in range(last + 1):

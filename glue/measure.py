@@ -76,3 +76,24 @@ def measure_step_rss(step) -> dict:
 def summarize(times):
     return dict(median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times),
                 mean_ms=statistics.fmean(times))
+
+
+def compile_options(backend: str = 'inductor') -> dict:
+    """``torch.compile`` options of the benchmarks (the backbones' ``compile=`` argument): a graph break is
+    an error (``fullgraph``) and the input size is fixed (``dynamic=False``, one specialised graph)."""
+    return dict(backend=backend, fullgraph=True, dynamic=False)
+
+
+def relative_errors(outputs, references):
+    """Per output map ``||a - b|| / ||b||`` (Frobenius norms, in float32), ``b`` the reference; how the
+    compiled and bfloat16-autocast forwards are compared with the eager float32 one (docs/speed.md)."""
+    outputs, references = list(outputs), list(references)
+    if len(outputs) != len(references):
+        raise ValueError(f'{len(outputs)} outputs but {len(references)} references')
+    errs = []
+    for i, (a, b) in enumerate(zip(outputs, references)):
+        if a.shape != b.shape:
+            raise ValueError(f'output {i}: shape {tuple(a.shape)} vs reference {tuple(b.shape)}')
+        a, b = a.detach().float(), b.detach().float()
+        errs.append(float((a - b).norm() / b.norm().clamp_min(1e-30)))
+    return errs

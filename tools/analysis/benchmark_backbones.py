@@ -68,6 +68,14 @@ whose weights do not load into ours (another architecture) is a usage error nami
 ``--timm-twin`` adds, for every NAME, the timm model of the same name as its reference where timm has
 one (ConvNeXt, ConvNeXt V2, PoolFormerV2, ConvFormer, CAFormer).
 
+``--compile [BACKEND]`` (default backend ``inductor``) adds, for every NAME, a row ``NAME [compiled]``: the
+same model and weights built with ``compile=glue.measure.compile_options(BACKEND)`` (the trunk through
+``torch.compile(fullgraph=True, dynamic=False)``; a graph break is an error), measured interleaved with the
+eager one. Its ``x ... ms`` columns are eager / compiled (> 1.00: compiling is faster); the first warm-up
+step includes the compilation (reported, and kept in the JSON as ``warmup_ms``), and the compiled outputs
+are compared with the eager ones (``||compiled - eager|| / ||eager||`` per stage, eval mode). Its memory is
+not measured (the one-step child would measure the compiler).
+
 ``--check-outputs`` runs one inference forward of each model and prints the output SHAPES (and
 whether ours and each reference agree); with ``--same-weights`` the values are compared as above.
 
@@ -88,7 +96,8 @@ import time
 
 import torch
 
-from glue.measure import MIB, amp_dtype, measure_step_rss, proc_status_kib, summarize, sync
+from glue.measure import (MIB, amp_dtype, compile_options, measure_step_rss, proc_status_kib, relative_errors,
+                          summarize, sync)
 
 MODES = ('fwd', 'fwdbwd')
 MODE_LABEL = {'fwd': 'fwd', 'fwdbwd': 'fwd+bwd'}
@@ -129,11 +138,14 @@ class TimmIntermediates(torch.nn.Module):
         return self.model.forward_intermediates(x, indices=list(OUT_INDICES), intermediates_only=True)
 
 
-def build_model(kind: str, name: str) -> torch.nn.Module:
-    """kind: ``ours``, ``ours_raw`` (``out_norm=False``), ``timm`` (features_only) or ``timm_full``."""
-    if kind in ('ours', 'ours_raw'):
+def build_model(kind: str, name: str, backend: str = 'inductor') -> torch.nn.Module:
+    """kind: ``ours``, ``ours_raw`` (``out_norm=False``), ``ours_compiled``, ``timm`` (features_only) or
+    ``timm_full``."""
+    if kind in ('ours', 'ours_raw', 'ours_compiled'):
         from backbones import build_backbone
         extra = dict(out_norm=False) if kind == 'ours_raw' else {}
+        if kind == 'ours_compiled':
+            extra['compile'] = compile_options(backend)
         return build_backbone(name, out_indices=OUT_INDICES, **extra)
     import timm
     if kind == 'timm_full':
@@ -290,11 +302,20 @@ def parse_args(argv=None):
     p.add_argument('--check-outputs', action='store_true',
                    help='print output shapes of ours and references (values too with --same-weights)')
     p.add_argument('--no-memory', action='store_true', help='skip the memory measurement')
+    p.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
+                   help='also measure every NAME through torch.compile (default backend inductor)')
     args = p.parse_args(argv)
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or min(args.shape) < 1:
         p.error('--batch, --repeats and --shape must be >= 1, --warmup >= 0')
     if args.threads is not None and args.threads < 1:
         p.error('--threads must be >= 1')
+    if args.compile is not None:
+        backends = torch._dynamo.list_backends(exclude_tags=())
+        if args.compile not in backends:
+            p.error(f'--compile: unknown backend {args.compile!r} (give names before --compile, or a backend: '
+                    f'{", ".join(backends)})')
+        if args.same_weights:
+            p.error('--compile and --same-weights cannot be combined')
     if not args.names and not args.reference:
         p.error('give at least one backbone NAME (or --reference NAME=TIMM_NAME)')
     args.modes = [m for m in MODES if m in args.modes]
@@ -384,11 +405,15 @@ def bench_group(ours, theirs, device, x, args) -> list:
     entries = [dict(kind='ours_raw' if same else 'ours', model=ours, label=ours, reference_for=None)]
     entries += [dict(kind='timm_full' if same else 'timm', model=t, label=f'timm:{t}', reference_for=ours)
                 for t in theirs]
+    if args.compile:
+        entries.append(dict(kind='ours_compiled', model=ours, label=f'{ours} [compiled]', reference_for=ours))
     models = []
     for e in entries:
         log(f'[{e["label"]}] building')
         torch.manual_seed(0)
-        m = build_model(e['kind'], e['model'])
+        m = build_model(e['kind'], e['model'], args.compile)
+        if e['kind'] == 'ours_compiled':
+            m.load_state_dict(models[0].state_dict())
         if same and e['kind'] == 'timm_full':
             randomise_(m)
             try:
@@ -423,6 +448,17 @@ def bench_group(ours, theirs, device, x, args) -> list:
             del outs
         for e in entries[1:]:
             e['shapes_match_ours'] = e['output_shapes'] == entries[0]['output_shapes']
+
+    for e, m in zip(entries, models):
+        if e['kind'] == 'ours_compiled':
+            models[0].eval(), m.eval()
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                out = m(x)
+                e['compile_s'] = time.perf_counter() - t0
+                e['rel_err_vs_eager'] = relative_errors(out, models[0](x))
+            log(f'[{e["label"]}] compiled in {e["compile_s"]:.1f} s; ||compiled - eager|| / ||eager|| per stage: '
+                + ', '.join(f'{v:.1e}' for v in e['rel_err_vs_eager']))
 
     for mode in args.modes:
         steps = []
@@ -476,7 +512,7 @@ def bench_group(ours, theirs, device, x, args) -> list:
     if device.type == 'cpu':
         for e in entries:
             for mode in args.modes:
-                if args.no_memory:
+                if args.no_memory or e['kind'] == 'ours_compiled':
                     e[mode]['peak_mib'] = None
                     continue
                 log(f'[{e["label"]}] {MODE_LABEL[mode]} memory (fresh child process)')
@@ -542,7 +578,13 @@ def fmt_table(results, modes, with_ratios) -> str:
         c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     out = [line(head), line(['-' * w for w in widths])] + [line(r) for r in rows]
     if with_ratios:
-        out.append('x columns (on "vs" rows) = ours / that reference; a time ratio <= 1.00 means ours is faster.')
+        out.append('x columns (on "vs" rows) = ours / that reference; a time ratio <= 1.00 means ours is faster'
+                   + (' (on "[compiled]" rows: eager / compiled, > 1.00 means compiling is faster).'
+                      if any(e['kind'] == 'ours_compiled' for e in results) else '.'))
+    for e in results:
+        if 'rel_err_vs_eager' in e:
+            out.append(f'{e["label"]}: first call (compilation) {e["compile_s"]:.1f} s; ||compiled - eager|| / '
+                       f'||eager|| per stage: ' + ', '.join(f'{v:.1e}' for v in e['rel_err_vs_eager']))
     return '\n'.join(out)
 
 
@@ -550,7 +592,7 @@ def header(device, args) -> dict:
     meta = dict(torch=torch.__version__, python=platform.python_version(), device=str(device),
                 threads=args.threads, shape=list(args.shape), batch=args.batch, amp=args.amp,
                 amp_dtype=str(amp_dtype(device, args.amp)).replace('torch.', '') if args.amp else None,
-                warmup=args.warmup, repeats=args.repeats, modes=args.modes,
+                warmup=args.warmup, repeats=args.repeats, modes=args.modes, compile=args.compile,
                 memory=None if args.no_memory and device.type == 'cpu' else MEMORY_NOTE[device.type],
                 argv=sys.argv[1:], time=time.strftime('%Y-%m-%d %H:%M:%S'))
     if device.type == 'cuda':
