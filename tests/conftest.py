@@ -18,12 +18,15 @@ SLOW_FILES = {
     'test_exact_resume.py', 'test_lite_ops_configs.py', 'test_dist_equivalence.py', 'test_dist_failure.py',
     'test_openmmlab.py', 'test_unified.py', 'test_metaformer.py', 'test_conv2former_parity.py',
     'test_convnext_parity.py', 'test_metaformer_parity.py', 'test_model_channels.py', 'test_toy_data.py',
+    'test_compile_bf16.py',
 }
+# single tests of the quick files that train, spawn a tool or run every family at detection-like sizes
+SLOW_TESTS = ('test_runner_checkpoint_from_our_train_tool', 'test_print_param_groups', 'test_outputs_are_contiguous_nchw')
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.path.name in SLOW_FILES:
+        if item.path.name in SLOW_FILES or item.name.startswith(SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
 
 

@@ -31,9 +31,9 @@ def test_depthwise_conv_gradients_equal_nn_conv2d(k, bias, fmt):
 
 
 def test_depthwise_conv_function_gradcheck():
-    args = (torch.randn(2, 3, 6, 7, dtype=torch.double, requires_grad=True),
-            torch.randn(3, 1, 5, 5, dtype=torch.double, requires_grad=True),
-            torch.randn(3, dtype=torch.double, requires_grad=True), (2, 2))
+    args = (torch.randn(2, 2, 5, 6, dtype=torch.double, requires_grad=True),
+            torch.randn(2, 1, 5, 5, dtype=torch.double, requires_grad=True),
+            torch.randn(2, dtype=torch.double, requires_grad=True), (2, 2))
     assert torch.autograd.gradcheck(_DepthwiseConvCPU.apply, args)
 
 
