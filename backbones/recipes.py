@@ -5,8 +5,8 @@ shared recipe base (``configs/_base_``: schedule, augmentation, heads, optimizer
 and size is listed here, once:
 
 * **row**: the ConvNeXt recipe row (T / S / B / L / XL) whose lr and layer-decay rate the config takes
-  (:data:`ROWS`, reference/recipes.md 1.1 / 2.1); families without published values map their sizes onto a
-  row, as each config's header states;
+  (:data:`ROWS`, the ConvNeXt paper's COCO / ADE20K recipes and facebookresearch/ConvNeXt's configs);
+  families without published values map their sizes onto a row, as each config's header states;
 * **drop path** per method (a family with one value per size uses it for every method);
 * **checkpoint**: the named release file ``init_cfg`` starts from (``backbones/hub.py``), per initialisation
   (``''``: the ImageNet release; ``'dinov3'``: DINOv3's ConvNeXt);
@@ -31,7 +31,8 @@ METHODS = {
 }
 THREE = ('maskrcnn', 'cascade', 'upernet')
 
-#: (lr, layer-decay rate) per method and ConvNeXt row. Published (reference/recipes.md 1.1 / 2.1): Cascade
+#: (lr, layer-decay rate) per method and ConvNeXt row. Published (the ConvNeXt paper's COCO / ADE20K recipes and
+#: facebookresearch/ConvNeXt's configs): Cascade
 #: T/S/B/L/XL, UperNet T/S/B/L/XL, Mask R-CNN T; Mask R-CNN S/B/L/XL: the base rule (the T row's values).
 ROWS = {
     'maskrcnn': {r: (1e-4, 0.95) for r in ('T', 'S', 'B', 'L', 'XL')},
@@ -71,14 +72,14 @@ def _metaformer(family, drop_paths):
     rows = dict(s12='T', s18='T', s24='T', s36='S', m36='S', m48='B', b36='B')
     return Family(family, THREE, {s: Size(rows[s], dp, f'{family.lower()}_{s}.in1k') for s, dp in drop_paths.items()},
                   'ConvNeXt row by size (s12/s18/s24 -> T, s36/m36 -> S, m48/b36 -> B); drop path: the ImageNet '
-                  'training value (reference/architectures.md 2.4; nothing downstream is published)')
+                  'training value (the ImageNet training setting of sail-sg/metaformer; nothing downstream is published)')
 
 
 def _unified(type_, family):
     sizes = dict(micro=('T', 0.1), tiny=('T', 0.2), small=('S', 0.2), base=('B', 0.3))
     return Family(type_, ('maskrcnn1x',) + THREE,
                   {s: Size(row, dp, f'{family}_{s}.in1k') for s, (row, dp) in sizes.items()},
-                  'STM 1x protocol (reference/recipes.md 1.2) and the ConvNeXt rows by size (micro/tiny -> T, '
+                  'STM 1x protocol (of the STM-Evaluation paper) and the ConvNeXt rows by size (micro/tiny -> T, '
                   'small -> S, base -> B); drop path: the STM detection value of the size')
 
 
@@ -99,7 +100,7 @@ FAMILIES: Dict[str, Family] = {
         'b': Size('B', (0.7, 0.7, 0.4), 'convnext_base.in1k', inits=_dinov3('base')),
         'l': Size('L', (0.7, 0.7, 0.4), 'convnext_large.in22k', fp32=_L22K, crop=640, inits=_dinov3('large')),
         'xl': Size('XL', (0.8, 0.8, 0.4), 'convnext_xlarge.in22k', fp32=_L22K, crop=640),
-    }, 'published (reference/recipes.md 1.1 / 2.1); Mask R-CNN beyond T: the base rule (T row lr / decay, the '
+    }, 'published (ConvNeXt paper, COCO and ADE20K recipes); Mask R-CNN beyond T: the base rule (T row lr / decay, the '
        'Cascade drop path)'),
     'convnextv2': Family('ConvNeXtV2', THREE, {
         **{s: Size('T', (0.4, 0.4, 0.4), f'convnextv2_{s}.fcmae_ft_in1k')

@@ -8,7 +8,7 @@ from backbones.layers import set_fused_cpu_inference
 
 SMALL = dict(depths=[1, 1, 2, 1], dims=[16, 24, 32, 48])
 
-# reference/architectures.md 1.1 / 1.2, "Backbone" column (official classifier minus norm + head)
+# counted on the official code (official classifier minus norm + head)
 BACKBONE_PARAMS = {
     'convnext_tiny': 27_818_592, 'convnext_small': 49_453_152, 'convnext_base': 87_564_416,
     'convnext_large': 196_227_264, 'convnext_xlarge': 348_143_872,

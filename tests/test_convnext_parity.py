@@ -70,7 +70,7 @@ _TIMM_BLOCK = [('conv_dw.', 'dwconv.'), ('norm.', 'norm.'), ('mlp.fc1.', 'pwconv
 
 
 def timm_to_official(sd):
-    """timm -> official keys (architectures.md section 4, read backwards)."""
+    """timm -> official keys (the official key layout, read backwards)."""
     out = {}
     for k, v in sd.items():
         if m := re.fullmatch(r'stem\.(\d)\.(\w+)', k):

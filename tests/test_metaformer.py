@@ -8,7 +8,7 @@ from backbones import (CAFormer, CheckpointError, CheckpointMismatchError, ConvF
                        PoolFormerV2, RandFormer, build_backbone, families, list_backbones, load_pretrained)
 from backbones.metaformer import RandomMixing, resample_token_mixing
 
-# reference/architectures.md 1.4, "Backbone" column (official classifier minus head; RandFormer's frozen
+# counted on the official code (official classifier minus head; RandFormer's frozen
 # random matrices included)
 BACKBONE_PARAMS = {
     'identityformer': dict(s12=11_377_688, s24=20_827_440, s36=30_277_192, m36=55_306_632, m48=72_575_520),

@@ -1,10 +1,10 @@
 """tools/analysis/get_flops.py and tools/analysis/model_zoo.py.
 
 * calibration: Mask R-CNN 3x ConvNeXt-T has 48M parameters and 262 GFLOPs at 1280x800 (ConvNeXt paper,
-  Table 3; reference/recipes.md 1.1), within 2 %; the same paper's Cascade Mask R-CNN ConvNeXt-T
+  Table 3), within 2 %; the same paper's Cascade Mask R-CNN ConvNeXt-T
   (86M / 741G, Table 3) and UperNet ConvNeXt-T at 2048x512 (60M / 939G, Table 4);
 * backbone FLOPs inside the whole model equal the trunk MACs measured on the official code
-  (reference/architectures.md 5.3, 800x1344);
+  (measured on the official STM code, 800x1344);
 * attention (CAFormer's F.scaled_dot_product_attention) and the unified DCNv3's grid_sample are counted,
   equal to their closed forms, and the whole model costs more than its backbone;
 * the meta-device count (what the model zoo uses) equals a real CPU forward's;
@@ -79,7 +79,7 @@ def test_cascade_runs_three_box_and_mask_stages():
 
 
 @pytest.mark.parametrize('config, backbone_gmacs, tol', [
-    # reference/architectures.md 5.3: trunk MACs measured on the official code at 800x1344
+    # trunk MACs measured on the official code at 800x1344
     ('det/convnext_t_maskrcnn.py', 95.5, 0.005),
     ('det/convformer_s18_maskrcnn.py', 84, 0.01),
     ('det/caformer_s18_maskrcnn.py', 188, 0.005),

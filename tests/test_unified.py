@@ -20,7 +20,7 @@ TINY = {
     'pvt': (UnifiedPVT, dict(_A, depths=[2, 1, 1, 1], img_size=64)),
     'dcn_v3': (UnifiedDCNv3, dict(_A, depths=[2, 1, 1, 1])),
 }
-# reference/architectures.md 1.5, "Backbone" column (classification params minus conv_head and head)
+# counted on the official code (classification params minus conv_head and head)
 BACKBONE_PARAMS = {
     'unified_halo_micro': 3_905_600, 'unified_halo_tiny': 29_483_136, 'unified_halo_small': 50_791_296,
     'unified_halo_base': 90_214_400,

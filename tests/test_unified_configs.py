@@ -56,7 +56,7 @@ def test_config_values(path):
         assert cfg.train_cfg.max_iters == 160000
     else:
         assert list(cfg.model.neck.in_channels) == dims
-    if kind == 'maskrcnn1x':  # the published STM protocol (reference/recipes.md 1.2)
+    if kind == 'maskrcnn1x':  # the published STM protocol (the STM-Evaluation paper's 1x protocol)
         assert bb.stage_norms == 'skip'
         assert cfg.model.type == 'MaskRCNN' and cfg.train_cfg.max_epochs == 12
         warm, step = cfg.param_scheduler

@@ -1,7 +1,7 @@
 # CAFormer-M36 + Cascade Mask R-CNN 3x (COCO), ImageNet-1K initialisation.
 # Size -> ConvNeXt recipe row: s12/s18/s24 -> T, s36/m36 -> S, m48/b36 -> B (here: S).
 # lr / layer decay: Cascade 3x ConvNeXt-S (2e-4, layer-wise 0.7).
-# drop path 0.4: the CAFormer-M36 ImageNet training value (reference/architectures.md 2.4; no
+# drop path 0.4: the CAFormer-M36 ImageNet training value (sail-sg/metaformer's ImageNet training setting; no
 # downstream value is published for the MetaFormer baselines).
 _base_ = '../_base_/det/cascade-mask-rcnn_fpn_3x_coco.py'
 

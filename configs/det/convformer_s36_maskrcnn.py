@@ -2,7 +2,7 @@
 # Size -> ConvNeXt recipe row: s12/s18/s24 -> T, s36/m36 -> S, m48/b36 -> B (here: S).
 # lr / layer decay: not published for ConvNeXt-S Mask R-CNN 3x -> base rule (the T row: 1e-4,
 # layer-wise 0.95).
-# drop path 0.3: the ConvFormer-S36 ImageNet training value (reference/architectures.md 2.4; no
+# drop path 0.3: the ConvFormer-S36 ImageNet training value (sail-sg/metaformer's ImageNet training setting; no
 # downstream value is published for the MetaFormer baselines).
 _base_ = '../_base_/det/mask-rcnn_fpn_3x_coco.py'
 

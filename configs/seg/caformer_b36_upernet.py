@@ -1,7 +1,7 @@
 # CAFormer-B36 + UperNet 160k (ADE20K, 512x512 crops), ImageNet-1K initialisation.
 # Size -> ConvNeXt recipe row: s12/s18/s24 -> T, s36/m36 -> S, m48/b36 -> B (here: B).
 # lr / layer decay: UperNet ConvNeXt-B (1e-4, stage-wise 0.9).
-# drop path 0.6: the CAFormer-B36 ImageNet training value (reference/architectures.md 2.4; no
+# drop path 0.6: the CAFormer-B36 ImageNet training value (sail-sg/metaformer's ImageNet training setting; no
 # downstream value is published for the MetaFormer baselines).
 _base_ = '../_base_/seg/upernet_160k_ade20k-512x512.py'
 

@@ -52,7 +52,7 @@ METHODS = (
     ('upernet', 'ADE20K: UperNet 160k', 'mIoU single / multi-scale'),
 )
 
-# Published results of the same backbone and method (reference/recipes.md 1.3 and 2.2), by config name.
+# Published results of the same backbone and method (the papers' COCO and ADE20K tables), by config name.
 # (value, footnote key or None). Never filled by guess: a config without a published row stays blank.
 PUBLISHED = {
     'det/convnext_t_maskrcnn': ('46.2 / 41.7', None),

@@ -1,5 +1,5 @@
 # Mask R-CNN + FPN, 1x, the protocol of the STM-Evaluation paper ("Demystify Transformers & Convolutions",
-# reference/recipes.md 1.2; OpenGVLab/STM-Evaluation detection/configs/unified_models/mask_rcnn_meta.py),
+# the STM-Evaluation paper's 1x protocol; OpenGVLab/STM-Evaluation detection/configs/unified_models/mask_rcnn_meta.py),
 # family-agnostic: a model config adds the backbone type/arch/drop path/checkpoint and the neck in_channels.
 #
 # Inherited unchanged from mmdet's shipped R50 Mask R-CNN 1x config (the mmdet 3.x port of the files the
