@@ -47,11 +47,11 @@ def log(msg: str) -> None:
     print(f'[demo {time.strftime("%H:%M:%S")}] {msg}', flush=True)
 
 
-def run_step(cmd, log_file: str) -> None:
+def run_step(cmd, log_file: str, env=None) -> None:
     """Run a tool, echo its progress lines, keep the full output in ``log_file``."""
     log('$ ' + ' '.join(cmd))
     os.makedirs(osp.dirname(log_file), exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
     tail = []
     with open(log_file, 'w') as f:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -74,42 +74,23 @@ def latest(pattern: str) -> str:
     return files[-1]
 
 
-def read_scalars(work_dir: str):
-    """(iteration, loss) pairs from the newest mmengine run in ``work_dir`` (vis_data/scalars.json)."""
-    path = latest(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
-    its, losses = [], []
-    with open(path) as f:
-        for line in f:
-            rec = json.loads(line)
-            if 'loss' in rec and 'iter' in rec:
-                its.append(rec['iter'])
-                losses.append(rec['loss'])
-    return its, losses
+def newest_scalars(work_dir: str):
+    """(iteration, loss) pairs of the newest mmengine run in ``work_dir`` (vis_data/scalars.json)."""
+    from glue.demo_summary import read_scalars
+    return read_scalars(latest(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
 
 
-def plot_losses(curves: dict, out: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
-    for ax, (title, (its, losses)) in zip(axes[0], curves.items()):
-        ax.plot(its, losses, lw=1.5)
-        ax.set_title(title)
-        ax.set_xlabel('iteration')
-        ax.set_ylabel('total training loss')
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-
-
-def train_and_test(task: str, config: str, work_dir: str, data_root: str, train_opts, vis_opts):
-    """Train with tools/train.py, evaluate and draw with tools/test.py; returns (metrics, info)."""
+def train_and_test(task: str, config: str, work_dir: str, data_root: str, train_opts, vis_opts, procs: int = 1):
+    """Train with tools/train.py (``procs`` > 1: tools/dist_train.sh, torchrun with that many gloo processes
+    on CPU), evaluate and draw with tools/test.py; returns (metrics, info)."""
     py = sys.executable
     t0 = time.time()
-    run_step([py, 'tools/train.py', config, '--work-dir', work_dir, '--data-root', data_root,
-              '--cfg-options'] + train_opts, osp.join(work_dir, 'train.log'))
+    args = [config, '--work-dir', work_dir, '--data-root', data_root, '--cfg-options'] + train_opts
+    if procs > 1:
+        run_step(['bash', 'tools/dist_train.sh', args[0], str(procs)] + args[1:], osp.join(work_dir, 'train.log'),
+                 env=dict(PYTHON=py))
+    else:
+        run_step([py, 'tools/train.py'] + args, osp.join(work_dir, 'train.log'))
     t_train = time.time() - t0
     ckpt = latest(osp.join(work_dir, '*.pth'))
     metrics_file = osp.join(work_dir, 'metrics.json')
@@ -136,6 +117,9 @@ def parse_args(argv=None):
     p.add_argument('--det-epochs', type=int, help='override the toy detector\'s epochs')
     p.add_argument('--seg-iters', type=int, help='override the toy segmentor\'s iterations')
     p.add_argument('--only', choices=('det', 'seg'), help='run one task only')
+    p.add_argument('--seg-procs', type=int, default=2,
+                   help='train the segmentor with tools/dist_train.sh in this many gloo processes, as on '
+                   'that many GPUs (default 2; 1: tools/train.py in one process)')
     p.add_argument('--num-train', type=int, default=160, help='images per generated train set (default 160)')
     p.add_argument('--num-val', type=int, default=40, help='images per generated val set (default 40)')
     p.add_argument('--pretrain-steps', type=int, default=600,
@@ -160,6 +144,7 @@ def pretrain_backbone(work_dir: str, steps: int) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    from glue.demo_summary import make_summary, plot_losses
     from glue.toy_data import make_toy_data
 
     t_start = time.time()
@@ -189,7 +174,7 @@ def main(argv=None):
         metrics, info = train_and_test(
             'detection', DET_CONFIG, osp.join(work_dir, 'det'), paths['coco_root'] + '/', opts, [])
         results['detection'] = dict(metrics=metrics, **info)
-        curves['Mask R-CNN (toy COCO)'] = read_scalars(osp.join(work_dir, 'det'))
+        curves['Mask R-CNN (toy COCO)'] = newest_scalars(osp.join(work_dir, 'det'))
     if args.only in (None, 'seg'):
         log(f'segmentation: UperNet + Conv2Former (toy), {start}')
         opts = ['train_cfg.val_interval=100000'] + init_opts
@@ -201,14 +186,27 @@ def main(argv=None):
                      f'param_scheduler.1.begin={warm}', f'param_scheduler.1.end={args.seg_iters}']
         metrics, info = train_and_test(
             'segmentation', SEG_CONFIG, osp.join(work_dir, 'seg'), paths['ade_root'], opts,
-            ['--show-interval', '5'])
+            ['--show-interval', '5'], procs=args.seg_procs)
         results['segmentation'] = dict(metrics=metrics, **info)
-        curves['UperNet (toy ADE)'] = read_scalars(osp.join(work_dir, 'seg'))
+        curves['UperNet (toy ADE)'] = newest_scalars(osp.join(work_dir, 'seg'))
 
     loss_png = osp.join(work_dir, 'loss_curves.png')
     plot_losses(curves, loss_png)
+    summary_png = osp.join(work_dir, 'summary.png')
+    panels, captions = {}, {}
+    if 'detection' in results:
+        m = results['detection']['metrics']
+        panels['detection'] = (results['detection']['pictures'], paths['coco_val_img'])
+        captions['detection'] = (f"Mask R-CNN: bbox mAP {m.get('coco/bbox_mAP', float('nan')):.3f}, "
+                                 f"segm mAP {m.get('coco/segm_mAP', float('nan')):.3f}")
+    if 'segmentation' in results:
+        m = results['segmentation']['metrics']
+        panels['segmentation'] = (results['segmentation']['pictures'], paths['ade_val_img'])
+        captions['segmentation'] = f"UperNet: mIoU {m.get('mIoU', float('nan')):.1f}"
+    make_summary(summary_png, panels, curves, captions, rows=3,
+                 title=f'toy val sets ({args.num_val} images each); {start}')
     total = time.time() - t_start
-    summary = dict(results=results, loss_curves=loss_png, total_seconds=round(total, 1))
+    summary = dict(results=results, loss_curves=loss_png, summary_png=summary_png, total_seconds=round(total, 1))
     with open(osp.join(work_dir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=1, default=str)
 
@@ -241,6 +239,7 @@ def main(argv=None):
         print(f"    logs:       {r['train_log']}, {r['test_log']}")
         print(f"    time:       train {r['train_seconds'] / 60:.1f} min, test {r['test_seconds'] / 60:.1f} min")
     print(f'  loss curves: {loss_png}')
+    print(f'  picture:     {summary_png} (inputs, ground truth, predictions, loss curves)')
     print(f"  summary:     {osp.join(work_dir, 'summary.json')}")
     print('=' * 78)
     return summary
