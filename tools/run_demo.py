@@ -85,6 +85,12 @@ def train_and_test(task: str, config: str, work_dir: str, data_root: str, train_
     on CPU), evaluate and draw with tools/test.py; returns (metrics, info)."""
     py = sys.executable
     t0 = time.time()
+    if procs > 1:  # the same total batch, split over the processes (as the config's batch is per GPU)
+        from mmengine.config import Config
+        batch = Config.fromfile(config).train_dataloader.batch_size
+        if batch % procs:
+            raise SystemExit(f'{config}: batch size {batch} does not split over {procs} processes')
+        train_opts = train_opts + [f'train_dataloader.batch_size={batch // procs}']
     args = [config, '--work-dir', work_dir, '--data-root', data_root, '--cfg-options'] + train_opts
     if procs > 1:
         run_step(['bash', 'tools/dist_train.sh', args[0], str(procs)] + args[1:], osp.join(work_dir, 'train.log'),
@@ -117,9 +123,12 @@ def parse_args(argv=None):
     p.add_argument('--det-epochs', type=int, help='override the toy detector\'s epochs')
     p.add_argument('--seg-iters', type=int, help='override the toy segmentor\'s iterations')
     p.add_argument('--only', choices=('det', 'seg'), help='run one task only')
-    p.add_argument('--seg-procs', type=int, default=2,
-                   help='train the segmentor with tools/dist_train.sh in this many gloo processes, as on '
-                   'that many GPUs (default 2; 1: tools/train.py in one process)')
+    p.add_argument('--det-procs', type=int, default=2,
+                   help='train the detector with tools/dist_train.sh in this many gloo processes, as on that '
+                   'many GPUs, each with 1/N of the config\'s batch (default 2; 1: tools/train.py)')
+    p.add_argument('--seg-procs', type=int, default=1,
+                   help='the same for the segmentor (default 1: its pyramid-pooling BatchNorm needs the whole '
+                   'batch of 4 in one process)')
     p.add_argument('--num-train', type=int, default=160, help='images per generated train set (default 160)')
     p.add_argument('--num-val', type=int, default=40, help='images per generated val set (default 40)')
     p.add_argument('--pretrain-steps', type=int, default=600,
@@ -172,7 +181,8 @@ def main(argv=None):
         if args.det_epochs:
             opts += [f'train_cfg.max_epochs={args.det_epochs}']
         metrics, info = train_and_test(
-            'detection', DET_CONFIG, osp.join(work_dir, 'det'), paths['coco_root'] + '/', opts, [])
+            'detection', DET_CONFIG, osp.join(work_dir, 'det'), paths['coco_root'] + '/', opts, [],
+            procs=args.det_procs)
         results['detection'] = dict(metrics=metrics, **info)
         curves['Mask R-CNN (toy COCO)'] = newest_scalars(osp.join(work_dir, 'det'))
     if args.only in (None, 'seg'):
