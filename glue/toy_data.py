@@ -432,13 +432,14 @@ def _clean(paths):
 
 
 def make_toy_data(out='data/toy', seed=0, num_train=160, num_val=40,
-                  force=False, verbose=False, num_train_seg=None):
+                  force=False, verbose=False, num_train_seg=None, jobs=2):
     """Generate (or reuse) both toy datasets under ``out``.
 
     ``num_train_seg`` (default ``num_train``) sets the size of the
     segmentation training set alone: per-pixel shape classes need more
     images than the detector (docs/demo.md). Image ``i`` does not depend
-    on the counts, so a smaller set is a prefix of a larger one.
+    on the counts, so a smaller set is a prefix of a larger one. ``jobs``
+    > 1 writes the segmentation set in a second process.
 
     Returns a dict of paths (``root``, ``manifest``, ``coco_root``,
     ``coco_{train,val}_ann``, ``coco_{train,val}_img``, ``ade_root``,
@@ -475,14 +476,28 @@ def make_toy_data(out='data/toy', seed=0, num_train=160, num_val=40,
     os.makedirs(out, exist_ok=True)
     _clean(paths)
     stats = {}
+    # the detection and the segmentation sets in two processes (every image has its own random stream,
+    # so the files are the same either way)
+    pool = None
+    if jobs > 1:
+        import concurrent.futures
+        import multiprocessing
+        pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('fork'))
+    seg_jobs = []
+    for split_idx, (det_split, seg_split) in enumerate(_SPLITS):
+        num_seg = num_train_seg if split_idx == 0 else num_val
+        args = (out, seed, split_idx, seg_split, num_seg)
+        seg_jobs.append(pool.submit(_write_seg_split, *args) if pool else _write_seg_split(*args))
+        stats[f'ade_{seg_split}_images'] = num_seg
     for split_idx, (det_split, seg_split) in enumerate(_SPLITS):
         num = num_train if split_idx == 0 else num_val
-        num_seg = num_train_seg if split_idx == 0 else num_val
         _, _, n_ann = _write_det_split(out, seed, split_idx, det_split, num)
-        _write_seg_split(out, seed, split_idx, seg_split, num_seg)
         stats[f'coco_{det_split}_images'] = num
         stats[f'coco_{det_split}_instances'] = n_ann
-        stats[f'ade_{seg_split}_images'] = num_seg
+    if pool:
+        for job in seg_jobs:
+            job.result()
+        pool.shutdown()
     manifest = dict(want, stats=stats)
     with open(paths['manifest'], 'w') as f:
         json.dump(manifest, f, indent=1, sort_keys=True)

@@ -2,27 +2,34 @@
 """The CPU demo: train and evaluate a toy Conv2Former detector and segmentor end to end.
 
 The real workflow in miniature: an ImageNet-style classification checkpoint, then detection and
-segmentation fine-tuned from it. Steps (about 15 minutes on 2 CPU cores):
-  1. generate the synthetic shapes data (tools/make_toy_data.py; reused when up to date);
+segmentation fine-tuned from it. Steps (docs/demo.md: the measured time and numbers):
+  1. generate the synthetic shapes data (tools/make_toy_data.py; reused when up to date): 160 detection and
+     1280 segmentation training images, 40 validation images each;
   2. pretrain the toy Conv2Former as a shape classifier (tools/toy_pretrain.py, "toy ImageNet") and save
      it in the official classifier layout;
-  3. train Mask R-CNN (configs/toy/conv2former_toy_maskrcnn.py) with tools/train.py, its backbone
-     loaded from that checkpoint through the strict loader (``model.backbone.pretrained=``);
+  3. train Mask R-CNN (configs/toy/conv2former_toy_maskrcnn.py) with tools/dist_train.sh in 2 gloo processes
+     (as on 2 GPUs; the config's batch split over them), its backbone loaded from that checkpoint through the
+     strict loader (``model.backbone.pretrained=``);
   4. evaluate it with tools/test.py (COCO bbox / segm mAP, pycocotools) and draw its predictions;
   5. train UperNet (configs/toy/conv2former_toy_upernet.py) from the same checkpoint;
   6. evaluate it (mIoU) and draw its predictions;
-  7. plot the training-loss curves and print a summary: metrics, checkpoints, pictures, logs.
+  7. plot the training-loss curves, draw ``summary.png`` (inputs, ground truth and predictions of a few
+     validation images for both tasks, the loss curves, the metrics) and print a summary.
+
+Seeds and deterministic kernels are set in the toy configs (``randomness``), so a second run on the same
+machine gives the same numbers.
 
 Usage::
 
     python tools/run_demo.py [--work-dir work_dirs/demo] [--data-dir data/toy]
                              [--pretrain-steps N | --from-scratch]
                              [--det-epochs N] [--seg-iters N] [--only det|seg]
-                             [--num-train N] [--num-val N]
+                             [--num-train N] [--num-train-seg N] [--num-val N]
+                             [--det-procs N] [--seg-procs N]
 
 Everything lands under the work dir: ``pretrain/`` (the classifier checkpoint, its log and .json
 report), ``det/`` and ``seg/`` (checkpoints, mmengine logs, ``train.log`` / ``test.log`` with the
-full output, ``metrics.json``, ``vis/`` pictures), ``loss_curves.png`` and ``summary.json``.
+full output, ``metrics.json``, ``vis/`` pictures), ``loss_curves.png``, ``summary.png`` and ``summary.json``.
 """
 import argparse
 import glob
@@ -129,7 +136,10 @@ def parse_args(argv=None):
     p.add_argument('--seg-procs', type=int, default=1,
                    help='the same for the segmentor (default 1: its pyramid-pooling BatchNorm needs the whole '
                    'batch of 4 in one process)')
-    p.add_argument('--num-train', type=int, default=160, help='images per generated train set (default 160)')
+    p.add_argument('--num-train', type=int, default=160, help='images in the generated detection train set (default 160)')
+    p.add_argument('--num-train-seg', type=int, default=1280,
+                   help='images in the generated segmentation train set (default 1280: per-pixel shape classes '
+                   'need more images than the detector; docs/demo.md)')
     p.add_argument('--num-val', type=int, default=40, help='images per generated val set (default 40)')
     p.add_argument('--pretrain-steps', type=int, default=600,
                    help='steps of the toy classification pretraining (default 600, ~2.5 min)')
@@ -161,7 +171,8 @@ def main(argv=None):
     data_dir = osp.abspath(args.data_dir)
     os.makedirs(work_dir, exist_ok=True)
     log(f'toy data in {data_dir}')
-    paths = make_toy_data(data_dir, num_train=args.num_train, num_val=args.num_val, verbose=True)
+    paths = make_toy_data(data_dir, num_train=args.num_train, num_val=args.num_val,
+                          num_train_seg=args.num_train_seg, verbose=True)
 
     results, curves = {}, {}
     init_opts, start = [], 'from scratch'
@@ -177,17 +188,17 @@ def main(argv=None):
     if args.only in (None, 'det'):
         log(f'detection: Mask R-CNN + Conv2Former (toy), {start}')
         # evaluation happens once, in tools/test.py (with pictures), not at the end of training
-        opts = ['train_cfg.val_interval=1000'] + init_opts
+        opts = ['train_cfg.val_begin=1000000'] + init_opts  # no validation at the last epoch either
         if args.det_epochs:
             opts += [f'train_cfg.max_epochs={args.det_epochs}']
         metrics, info = train_and_test(
-            'detection', DET_CONFIG, osp.join(work_dir, 'det'), paths['coco_root'] + '/', opts, [],
+            'detection', DET_CONFIG, osp.join(work_dir, 'det'), paths['coco_root'] + '/', opts, ['--show-interval', '5'],
             procs=args.det_procs)
         results['detection'] = dict(metrics=metrics, **info)
         curves['Mask R-CNN (toy COCO)'] = newest_scalars(osp.join(work_dir, 'det'))
     if args.only in (None, 'seg'):
         log(f'segmentation: UperNet + Conv2Former (toy), {start}')
-        opts = ['train_cfg.val_interval=100000'] + init_opts
+        opts = ['train_cfg.val_begin=1000000'] + init_opts
         if args.seg_iters:
             # the poly schedule (the config's scheduler 1) ends with the training; the 50-iteration
             # linear warm-up (scheduler 0) shrinks for very short runs
