@@ -52,3 +52,17 @@ def test_make_summary_rows_curves_and_small_copy(tmp_path):
     missing = _vis(tmp_path, 'x', ['000001.png'])[0], str(tmp_path / 'nowhere')
     with pytest.raises(FileNotFoundError, match='no input image'):
         make_summary(str(out), dict(detection=missing), {})
+
+
+def test_toy_feature_probe_tool(tmp_path, capsys):
+    """The probe behind docs/demo.md runs on a tiny toy set and reports both readouts for every stage set."""
+    from conftest import load_tool
+    from glue.toy_data import make_toy_data
+    from glue.toy_feature_probe import STAGE_SETS
+    ade = make_toy_data(str(tmp_path / 'toy'), seed=0, num_train=3, num_val=2)['ade_root']
+    res = load_tool('tools/analysis/toy_feature_probe.py').main(['--data', ade, '--size', '64'])
+    assert list(res) == [name for name, _ in STAGE_SETS]
+    for r in res.values():
+        for acc in r['pixel'] + r['pooled']:
+            assert 0.0 <= acc <= 100.0
+    assert 'per pixel' in capsys.readouterr().out
