@@ -16,8 +16,8 @@ segmentation fine-tuned from it. Steps (docs/demo.md: the measured time and numb
   7. plot the training-loss curves, draw ``summary.png`` (inputs, ground truth and predictions of a few
      validation images for both tasks, the loss curves, the metrics) and print a summary.
 
-Seeds and deterministic kernels are set in the toy configs (``randomness``), so a second run on the same
-machine gives the same numbers.
+The seed is set in the toy configs (``randomness``) and the CPU kernels are deterministic for a fixed thread
+count, so a second run on the same machine gives the same numbers.
 
 Usage::
 
