@@ -4,7 +4,7 @@
 The real workflow in miniature: an ImageNet-style classification checkpoint, then detection and
 segmentation fine-tuned from it. Steps (docs/demo.md: the measured time and numbers):
   1. generate the synthetic shapes data (tools/make_toy_data.py; reused when up to date): 160 detection and
-     1280 segmentation training images, 40 validation images each;
+     160 segmentation training images, 40 validation images each;
   2. pretrain the toy Conv2Former as a shape classifier (tools/toy_pretrain.py, "toy ImageNet") and save
      it in the official classifier layout;
   3. train Mask R-CNN (configs/toy/conv2former_toy_maskrcnn.py) with tools/dist_train.sh in 2 gloo processes
@@ -137,9 +137,9 @@ def parse_args(argv=None):
                    help='the same for the segmentor (default 1: its pyramid-pooling BatchNorm needs the whole '
                    'batch of 4 in one process)')
     p.add_argument('--num-train', type=int, default=160, help='images in the generated detection train set (default 160)')
-    p.add_argument('--num-train-seg', type=int, default=1280,
-                   help='images in the generated segmentation train set (default 1280: per-pixel shape classes '
-                   'need more images than the detector; docs/demo.md)')
+    p.add_argument('--num-train-seg', type=int, default=160,
+                   help='images in the generated segmentation train set (default 160; 1280 did not help: '
+                   'docs/demo.md)')
     p.add_argument('--num-val', type=int, default=40, help='images per generated val set (default 40)')
     p.add_argument('--pretrain-steps', type=int, default=600,
                    help='steps of the toy classification pretraining (default 600, ~2.5 min)')
