@@ -35,16 +35,25 @@ def split_side_by_side(path: str):
     return img[:, :w // 2], img[:, w // 2:]
 
 
+def input_name(picture: str) -> str:
+    """The input image's file name in a visualizer picture's name: mmdet keeps it ('000005.png'), mmseg's
+    visualizer backend decorates it ('test_000005.png_0.png')."""
+    name = osp.basename(picture)
+    if name.startswith('test_') and '.png_' in name:
+        name = name[len('test_'):name.index('.png_') + len('.png')]
+    return name
+
+
 def _pick(pictures, images_dir: str, n: int):
     """Up to ``n`` (input, ground truth, prediction, name) of the pictures whose input is in ``images_dir``."""
     from PIL import Image
     rows = []
-    for p in sorted(pictures, key=osp.basename)[:n]:
-        src = osp.join(images_dir, osp.basename(p))
+    for p in sorted(pictures, key=input_name)[:n]:
+        src = osp.join(images_dir, input_name(p))
         if not osp.isfile(src):
             raise FileNotFoundError(f'{p}: no input image {src}')
         gt, pred = split_side_by_side(p)
-        rows.append((np.asarray(Image.open(src).convert('RGB')), gt, pred, osp.basename(p)))
+        rows.append((np.asarray(Image.open(src).convert('RGB')), gt, pred, input_name(p)))
     return rows
 
 

@@ -1,12 +1,15 @@
 """glue.demo_summary: the demo's one picture from visualizer outputs (ground truth | prediction side by side),
 their input images and the loss logs."""
+import glob
 import json
+import os
+import os.path as osp
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from glue.demo_summary import make_summary, read_scalars, split_side_by_side
+from glue.demo_summary import input_name, make_summary, read_scalars, split_side_by_side
 
 
 def _vis(tmp_path, task, names, h=40, w=30):
@@ -37,6 +40,10 @@ def test_split_side_by_side(tmp_path):
 def test_make_summary_rows_curves_and_small_copy(tmp_path):
     det = _vis(tmp_path, 'det', [f'{i:06d}.png' for i in range(5)])
     seg = _vis(tmp_path, 'seg', ['000000.png', '000005.png'])
+    for pic in seg[0]:  # mmseg's visualizer backend names them test_<image>_<step>.png
+        os.rename(pic, osp.join(osp.dirname(pic), 'test_' + osp.basename(pic) + '_0.png'))
+    seg = (sorted(glob.glob(osp.join(osp.dirname(seg[0][0]), '*.png'))), seg[1])
+    assert input_name(seg[0][1]) == '000005.png'
     log = tmp_path / 'scalars.json'
     log.write_text('\n'.join(json.dumps(r) for r in [
         dict(lr=1e-3, loss=2.0, iter=10), dict(mIoU=20.0, step=10), dict(lr=1e-3, loss=1.0, iter=20)]))
