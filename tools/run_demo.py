@@ -192,7 +192,7 @@ def main(argv=None):
         if args.det_epochs:
             opts += [f'train_cfg.max_epochs={args.det_epochs}']
         metrics, info = train_and_test(
-            'detection', DET_CONFIG, osp.join(work_dir, 'det'), paths['coco_root'] + '/', opts, ['--show-interval', '5'],
+            'detection', DET_CONFIG, osp.join(work_dir, 'det'), paths['coco_root'] + '/', opts, [],
             procs=args.det_procs)
         results['detection'] = dict(metrics=metrics, **info)
         curves['Mask R-CNN (toy COCO)'] = newest_scalars(osp.join(work_dir, 'det'))
