@@ -403,10 +403,12 @@ def _paths(out):
     )
 
 
-def _expected_files(paths, num_train, num_val):
+def _expected_files(paths, num_train, num_val, num_train_seg=None):
     files = [paths['coco_train_ann'], paths['coco_val_ann']]
-    for n, keys in ((num_train, ('coco_train_img', 'ade_train_img',
-                                 'ade_train_ann')),
+    if num_train_seg is None:
+        num_train_seg = num_train
+    for n, keys in ((num_train, ('coco_train_img', )),
+                    (num_train_seg, ('ade_train_img', 'ade_train_ann')),
                     (num_val, ('coco_val_img', 'ade_val_img',
                                'ade_val_ann'))):
         for k in keys:
@@ -430,8 +432,14 @@ def _clean(paths):
 
 
 def make_toy_data(out='data/toy', seed=0, num_train=160, num_val=40,
-                  force=False, verbose=False):
+                  force=False, verbose=False, num_train_seg=None, jobs=2):
     """Generate (or reuse) both toy datasets under ``out``.
+
+    ``num_train_seg`` (default ``num_train``) sets the size of the
+    segmentation training set alone: per-pixel shape classes need more
+    images than the detector (docs/demo.md). Image ``i`` does not depend
+    on the counts, so a smaller set is a prefix of a larger one. ``jobs``
+    > 1 writes the segmentation set in a second process.
 
     Returns a dict of paths (``root``, ``manifest``, ``coco_root``,
     ``coco_{train,val}_ann``, ``coco_{train,val}_img``, ``ade_root``,
@@ -440,11 +448,12 @@ def make_toy_data(out='data/toy', seed=0, num_train=160, num_val=40,
     """
     out = str(out)
     seed, num_train, num_val = int(seed), int(num_train), int(num_val)
-    if num_train < 1 or num_val < 1 or seed < 0:
-        raise ValueError('num_train and num_val must be >= 1, seed >= 0')
+    num_train_seg = num_train if num_train_seg is None else int(num_train_seg)
+    if num_train < 1 or num_val < 1 or num_train_seg < 1 or seed < 0:
+        raise ValueError('num_train, num_train_seg and num_val must be >= 1, seed >= 0')
     paths = _paths(out)
     want = dict(version=VERSION, seed=seed, num_train=num_train,
-                num_val=num_val)
+                num_val=num_val, num_train_seg=num_train_seg)
     if not force and osp.isfile(paths['manifest']):
         try:
             with open(paths['manifest']) as f:
@@ -454,11 +463,12 @@ def make_toy_data(out='data/toy', seed=0, num_train=160, num_val=40,
         if have is not None and all(have.get(k) == v
                                     for k, v in want.items()) and all(
                 osp.isfile(f) for f in _expected_files(
-                    paths, num_train, num_val)):
+                    paths, num_train, num_val, num_train_seg)):
             res = dict(paths, generated=False, stats=have.get('stats', {}))
             if verbose:
                 print(f'[toy] {out} is up to date (seed={seed}, '
-                      f'train={num_train}, val={num_val}); '
+                      f'train={num_train}, seg train={num_train_seg}, '
+                      f'val={num_val}); '
                       'use --force to regenerate')
             return res
 
@@ -466,13 +476,28 @@ def make_toy_data(out='data/toy', seed=0, num_train=160, num_val=40,
     os.makedirs(out, exist_ok=True)
     _clean(paths)
     stats = {}
+    # the detection and the segmentation sets in two processes (every image has its own random stream,
+    # so the files are the same either way)
+    pool = None
+    if jobs > 1:
+        import concurrent.futures
+        import multiprocessing
+        pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('fork'))
+    seg_jobs = []
+    for split_idx, (det_split, seg_split) in enumerate(_SPLITS):
+        num_seg = num_train_seg if split_idx == 0 else num_val
+        args = (out, seed, split_idx, seg_split, num_seg)
+        seg_jobs.append(pool.submit(_write_seg_split, *args) if pool else _write_seg_split(*args))
+        stats[f'ade_{seg_split}_images'] = num_seg
     for split_idx, (det_split, seg_split) in enumerate(_SPLITS):
         num = num_train if split_idx == 0 else num_val
         _, _, n_ann = _write_det_split(out, seed, split_idx, det_split, num)
-        _write_seg_split(out, seed, split_idx, seg_split, num)
         stats[f'coco_{det_split}_images'] = num
         stats[f'coco_{det_split}_instances'] = n_ann
-        stats[f'ade_{seg_split}_images'] = num
+    if pool:
+        for job in seg_jobs:
+            job.result()
+        pool.shutdown()
     manifest = dict(want, stats=stats)
     with open(paths['manifest'], 'w') as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
@@ -480,7 +505,7 @@ def make_toy_data(out='data/toy', seed=0, num_train=160, num_val=40,
     res = dict(paths, generated=True, stats=stats)
     if verbose:
         nbytes = sum(osp.getsize(f) for f in _expected_files(
-            paths, num_train, num_val))
+            paths, num_train, num_val, num_train_seg))
         print(f'[toy] wrote toy data to {out} in {time.time() - t0:.1f}s '
               f'({nbytes / 2**20:.1f} MiB, seed={seed})')
         print(f'[toy]   COCO  {paths["coco_root"]}: '
@@ -488,7 +513,7 @@ def make_toy_data(out='data/toy', seed=0, num_train=160, num_val=40,
               f'instances, val {num_val} images / '
               f'{stats["coco_val_instances"]} instances, '
               f'classes {DET_CLASSES}')
-        print(f'[toy]   ADE   {paths["ade_root"]}: training {num_train}, '
+        print(f'[toy]   ADE   {paths["ade_root"]}: training {num_train_seg}, '
               f'validation {num_val} images; labels 0=ignore, '
               f'1..4={SEG_CLASSES} (reduce_zero_label=True, '
               "img_suffix='.png')")

@@ -126,11 +126,12 @@ def test_config_runs_under_mmseg_own_train_tool(toy_data, tmp_path):
 
 
 def test_run_demo_end_to_end(tmp_path):
-    """The main job (make demo) at a tiny scale: pretraining -> detector and segmentor started from its
-    checkpoint -> evaluation, pictures, loss curves and a summary naming them."""
+    """The main job (make demo) at a tiny scale: pretraining -> detector (tools/dist_train.sh, 2 processes) and
+    segmentor started from its checkpoint -> evaluation, pictures, loss curves, summary.png and a summary
+    naming them."""
     work, data = tmp_path / 'demo', tmp_path / 'toy'
     rc, out = _run([_python(), 'tools/run_demo.py', '--work-dir', str(work), '--data-dir', str(data),
-                    '--num-train', '8', '--num-val', '5', '--pretrain-steps', '4', '--det-epochs', '1',
+                    '--num-train', '8', '--num-train-seg', '6', '--num-val', '5', '--pretrain-steps', '4', '--det-epochs', '1',
                     '--seg-iters', '4'])
     _assert_ok(rc, out)
     summary = json.loads((work / 'summary.json').read_text())
@@ -142,8 +143,14 @@ def test_run_demo_end_to_end(tmp_path):
         train_log = (work / task / 'train.log').read_text()
         assert 'loaded 125 tensors' in train_log and ckpt in train_log  # the backbone came from the pretraining
         assert key in res['detection' if task == 'det' else 'segmentation']['metrics']
-    assert len(res['detection']['pictures']) == 5 and len(res['segmentation']['pictures']) == 1  # every 5th
+    assert len(res['detection']['pictures']) == 5 and len(res['segmentation']['pictures']) == 1  # every 5th (mmseg)
     assert osp.isfile(summary['loss_curves']) and 'Demo finished' in out
+    # the detector went through the real launcher: torchrun, 2 gloo processes, the batch of 4 split over them
+    det_log = (work / 'det' / 'train.log').read_text()
+    assert '[dist_train] nodes=1 node_rank=0 procs_per_node=2' in det_log and 'batch_size=2' in out
+    from PIL import Image
+    with Image.open(summary['summary_png']) as img:  # one picture: 3 rows of pictures and the loss curves
+        assert img.size[0] > 600 and img.size[1] > 400
 
 
 @pytest.mark.parametrize('script, args, tail', [

@@ -104,6 +104,21 @@ def test_idempotent_and_regenerate(tmp_path):
     assert sorted(os.listdir(r3['coco_val_img'])) == ['000000.png']
 
 
+def test_separate_seg_train_count(tmp_path):
+    """num_train_seg sizes the segmentation training set alone; its images are a prefix-stable stream."""
+    small = toy.make_toy_data(tmp_path / 's', seed=0, num_train=2, num_val=1)
+    r = toy.make_toy_data(tmp_path / 'r', seed=0, num_train=2, num_val=1, num_train_seg=4)
+    assert r['generated'] and r['stats']['ade_training_images'] == 4
+    assert len(os.listdir(r['coco_train_img'])) == 2
+    assert sorted(os.listdir(r['ade_train_ann'])) == [f'{i:06d}.png' for i in range(4)]
+    for k in ('ade_train_img', 'ade_train_ann'):
+        assert _read(osp.join(r[k], '000001.png')) == _read(osp.join(small[k], '000001.png'))
+    assert not toy.make_toy_data(tmp_path / 'r', seed=0, num_train=2, num_val=1, num_train_seg=4)['generated']
+    # a different segmentation count regenerates
+    assert toy.make_toy_data(tmp_path / 'r', seed=0, num_train=2, num_val=1, num_train_seg=3)['generated']
+    assert len(os.listdir(r['ade_train_img'])) == 3
+
+
 def test_cli(tmp_path, capsys):
     from conftest import load_tool
     cli = load_tool('tools/make_toy_data.py')

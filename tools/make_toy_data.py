@@ -5,7 +5,7 @@ smooth textures, as a COCO-style detection set and an ADE20K-style segmentation 
 Usage::
 
     python tools/make_toy_data.py [--out data/toy] [--seed 0]
-                                  [--num-train 160] [--num-val 40] [--force]
+                                  [--num-train 160] [--num-train-seg N] [--num-val 40] [--force]
 
 Same arguments -> byte-identical files; nothing is rewritten when ``<out>/manifest.json`` matches (``--force``
 regenerates). The generator and the layout are documented in ``glue.toy_data``.
@@ -22,6 +22,8 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--num-train', type=int, default=160,
                    help='train images per dataset (default: 160)')
+    p.add_argument('--num-train-seg', type=int,
+                   help='train images of the segmentation set (default: --num-train)')
     p.add_argument('--num-val', type=int, default=40,
                    help='val images per dataset (default: 40)')
     p.add_argument('--force', action='store_true',
@@ -31,7 +33,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    make_toy_data(args.out, seed=args.seed, num_train=args.num_train,
+    make_toy_data(args.out, seed=args.seed, num_train=args.num_train, num_train_seg=args.num_train_seg,
                   num_val=args.num_val, force=args.force, verbose=True)
     return 0
 

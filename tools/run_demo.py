@@ -2,27 +2,34 @@
 """The CPU demo: train and evaluate a toy Conv2Former detector and segmentor end to end.
 
 The real workflow in miniature: an ImageNet-style classification checkpoint, then detection and
-segmentation fine-tuned from it. Steps (about 15 minutes on 2 CPU cores):
-  1. generate the synthetic shapes data (tools/make_toy_data.py; reused when up to date);
+segmentation fine-tuned from it. Steps (docs/demo.md: the measured time and numbers):
+  1. generate the synthetic shapes data (tools/make_toy_data.py; reused when up to date): 160 detection and
+     160 segmentation training images, 40 validation images each;
   2. pretrain the toy Conv2Former as a shape classifier (tools/toy_pretrain.py, "toy ImageNet") and save
      it in the official classifier layout;
-  3. train Mask R-CNN (configs/toy/conv2former_toy_maskrcnn.py) with tools/train.py, its backbone
-     loaded from that checkpoint through the strict loader (``model.backbone.pretrained=``);
+  3. train Mask R-CNN (configs/toy/conv2former_toy_maskrcnn.py) with tools/dist_train.sh in 2 gloo processes
+     (as on 2 GPUs; the config's batch split over them), its backbone loaded from that checkpoint through the
+     strict loader (``model.backbone.pretrained=``);
   4. evaluate it with tools/test.py (COCO bbox / segm mAP, pycocotools) and draw its predictions;
   5. train UperNet (configs/toy/conv2former_toy_upernet.py) from the same checkpoint;
   6. evaluate it (mIoU) and draw its predictions;
-  7. plot the training-loss curves and print a summary: metrics, checkpoints, pictures, logs.
+  7. plot the training-loss curves, draw ``summary.png`` (inputs, ground truth and predictions of a few
+     validation images for both tasks, the loss curves, the metrics) and print a summary.
+
+The seed is set in the toy configs (``randomness``) and the CPU kernels are deterministic for a fixed thread
+count, so a second run on the same machine gives the same numbers.
 
 Usage::
 
     python tools/run_demo.py [--work-dir work_dirs/demo] [--data-dir data/toy]
                              [--pretrain-steps N | --from-scratch]
                              [--det-epochs N] [--seg-iters N] [--only det|seg]
-                             [--num-train N] [--num-val N]
+                             [--num-train N] [--num-train-seg N] [--num-val N]
+                             [--det-procs N] [--seg-procs N]
 
 Everything lands under the work dir: ``pretrain/`` (the classifier checkpoint, its log and .json
 report), ``det/`` and ``seg/`` (checkpoints, mmengine logs, ``train.log`` / ``test.log`` with the
-full output, ``metrics.json``, ``vis/`` pictures), ``loss_curves.png`` and ``summary.json``.
+full output, ``metrics.json``, ``vis/`` pictures), ``loss_curves.png``, ``summary.png`` and ``summary.json``.
 """
 import argparse
 import glob
@@ -47,11 +54,11 @@ def log(msg: str) -> None:
     print(f'[demo {time.strftime("%H:%M:%S")}] {msg}', flush=True)
 
 
-def run_step(cmd, log_file: str) -> None:
+def run_step(cmd, log_file: str, env=None) -> None:
     """Run a tool, echo its progress lines, keep the full output in ``log_file``."""
     log('$ ' + ' '.join(cmd))
     os.makedirs(osp.dirname(log_file), exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
     tail = []
     with open(log_file, 'w') as f:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -74,42 +81,29 @@ def latest(pattern: str) -> str:
     return files[-1]
 
 
-def read_scalars(work_dir: str):
-    """(iteration, loss) pairs from the newest mmengine run in ``work_dir`` (vis_data/scalars.json)."""
-    path = latest(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
-    its, losses = [], []
-    with open(path) as f:
-        for line in f:
-            rec = json.loads(line)
-            if 'loss' in rec and 'iter' in rec:
-                its.append(rec['iter'])
-                losses.append(rec['loss'])
-    return its, losses
+def newest_scalars(work_dir: str):
+    """(iteration, loss) pairs of the newest mmengine run in ``work_dir`` (vis_data/scalars.json)."""
+    from glue.demo_summary import read_scalars
+    return read_scalars(latest(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
 
 
-def plot_losses(curves: dict, out: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
-    for ax, (title, (its, losses)) in zip(axes[0], curves.items()):
-        ax.plot(its, losses, lw=1.5)
-        ax.set_title(title)
-        ax.set_xlabel('iteration')
-        ax.set_ylabel('total training loss')
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-
-
-def train_and_test(task: str, config: str, work_dir: str, data_root: str, train_opts, vis_opts):
-    """Train with tools/train.py, evaluate and draw with tools/test.py; returns (metrics, info)."""
+def train_and_test(task: str, config: str, work_dir: str, data_root: str, train_opts, vis_opts, procs: int = 1):
+    """Train with tools/train.py (``procs`` > 1: tools/dist_train.sh, torchrun with that many gloo processes
+    on CPU), evaluate and draw with tools/test.py; returns (metrics, info)."""
     py = sys.executable
     t0 = time.time()
-    run_step([py, 'tools/train.py', config, '--work-dir', work_dir, '--data-root', data_root,
-              '--cfg-options'] + train_opts, osp.join(work_dir, 'train.log'))
+    if procs > 1:  # the same total batch, split over the processes (as the config's batch is per GPU)
+        from mmengine.config import Config
+        batch = Config.fromfile(config).train_dataloader.batch_size
+        if batch % procs:
+            raise SystemExit(f'{config}: batch size {batch} does not split over {procs} processes')
+        train_opts = train_opts + [f'train_dataloader.batch_size={batch // procs}']
+    args = [config, '--work-dir', work_dir, '--data-root', data_root, '--cfg-options'] + train_opts
+    if procs > 1:
+        run_step(['bash', 'tools/dist_train.sh', args[0], str(procs)] + args[1:], osp.join(work_dir, 'train.log'),
+                 env=dict(PYTHON=py))
+    else:
+        run_step([py, 'tools/train.py'] + args, osp.join(work_dir, 'train.log'))
     t_train = time.time() - t0
     ckpt = latest(osp.join(work_dir, '*.pth'))
     metrics_file = osp.join(work_dir, 'metrics.json')
@@ -136,7 +130,16 @@ def parse_args(argv=None):
     p.add_argument('--det-epochs', type=int, help='override the toy detector\'s epochs')
     p.add_argument('--seg-iters', type=int, help='override the toy segmentor\'s iterations')
     p.add_argument('--only', choices=('det', 'seg'), help='run one task only')
-    p.add_argument('--num-train', type=int, default=160, help='images per generated train set (default 160)')
+    p.add_argument('--det-procs', type=int, default=2,
+                   help='train the detector with tools/dist_train.sh in this many gloo processes, as on that '
+                   'many GPUs, each with 1/N of the config\'s batch (default 2; 1: tools/train.py)')
+    p.add_argument('--seg-procs', type=int, default=1,
+                   help='the same for the segmentor (default 1: its pyramid-pooling BatchNorm needs the whole '
+                   'batch of 4 in one process)')
+    p.add_argument('--num-train', type=int, default=160, help='images in the generated detection train set (default 160)')
+    p.add_argument('--num-train-seg', type=int, default=160,
+                   help='images in the generated segmentation train set (default 160; 1280 did not help: '
+                   'docs/demo.md)')
     p.add_argument('--num-val', type=int, default=40, help='images per generated val set (default 40)')
     p.add_argument('--pretrain-steps', type=int, default=600,
                    help='steps of the toy classification pretraining (default 600, ~2.5 min)')
@@ -160,6 +163,7 @@ def pretrain_backbone(work_dir: str, steps: int) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    from glue.demo_summary import make_summary, plot_losses
     from glue.toy_data import make_toy_data
 
     t_start = time.time()
@@ -167,7 +171,8 @@ def main(argv=None):
     data_dir = osp.abspath(args.data_dir)
     os.makedirs(work_dir, exist_ok=True)
     log(f'toy data in {data_dir}')
-    paths = make_toy_data(data_dir, num_train=args.num_train, num_val=args.num_val, verbose=True)
+    paths = make_toy_data(data_dir, num_train=args.num_train, num_val=args.num_val,
+                          num_train_seg=args.num_train_seg, verbose=True)
 
     results, curves = {}, {}
     init_opts, start = [], 'from scratch'
@@ -183,16 +188,17 @@ def main(argv=None):
     if args.only in (None, 'det'):
         log(f'detection: Mask R-CNN + Conv2Former (toy), {start}')
         # evaluation happens once, in tools/test.py (with pictures), not at the end of training
-        opts = ['train_cfg.val_interval=1000'] + init_opts
+        opts = ['train_cfg.val_begin=1000000'] + init_opts  # no validation at the last epoch either
         if args.det_epochs:
             opts += [f'train_cfg.max_epochs={args.det_epochs}']
         metrics, info = train_and_test(
-            'detection', DET_CONFIG, osp.join(work_dir, 'det'), paths['coco_root'] + '/', opts, [])
+            'detection', DET_CONFIG, osp.join(work_dir, 'det'), paths['coco_root'] + '/', opts, [],
+            procs=args.det_procs)
         results['detection'] = dict(metrics=metrics, **info)
-        curves['Mask R-CNN (toy COCO)'] = read_scalars(osp.join(work_dir, 'det'))
+        curves['Mask R-CNN (toy COCO)'] = newest_scalars(osp.join(work_dir, 'det'))
     if args.only in (None, 'seg'):
         log(f'segmentation: UperNet + Conv2Former (toy), {start}')
-        opts = ['train_cfg.val_interval=100000'] + init_opts
+        opts = ['train_cfg.val_begin=1000000'] + init_opts
         if args.seg_iters:
             # the poly schedule (the config's scheduler 1) ends with the training; the 50-iteration
             # linear warm-up (scheduler 0) shrinks for very short runs
@@ -201,14 +207,27 @@ def main(argv=None):
                      f'param_scheduler.1.begin={warm}', f'param_scheduler.1.end={args.seg_iters}']
         metrics, info = train_and_test(
             'segmentation', SEG_CONFIG, osp.join(work_dir, 'seg'), paths['ade_root'], opts,
-            ['--show-interval', '5'])
+            ['--show-interval', '5'], procs=args.seg_procs)
         results['segmentation'] = dict(metrics=metrics, **info)
-        curves['UperNet (toy ADE)'] = read_scalars(osp.join(work_dir, 'seg'))
+        curves['UperNet (toy ADE)'] = newest_scalars(osp.join(work_dir, 'seg'))
 
     loss_png = osp.join(work_dir, 'loss_curves.png')
     plot_losses(curves, loss_png)
+    summary_png = osp.join(work_dir, 'summary.png')
+    panels, captions = {}, {}
+    if 'detection' in results:
+        m = results['detection']['metrics']
+        panels['detection'] = (results['detection']['pictures'], paths['coco_val_img'])
+        captions['detection'] = (f"Mask R-CNN: bbox mAP {m.get('coco/bbox_mAP', float('nan')):.3f}, "
+                                 f"segm mAP {m.get('coco/segm_mAP', float('nan')):.3f}")
+    if 'segmentation' in results:
+        m = results['segmentation']['metrics']
+        panels['segmentation'] = (results['segmentation']['pictures'], paths['ade_val_img'])
+        captions['segmentation'] = f"UperNet: mIoU {m.get('mIoU', float('nan')):.1f}"
+    make_summary(summary_png, panels, curves, captions, rows=3,
+                 title=f'toy val sets ({args.num_val} images each); {start}')
     total = time.time() - t_start
-    summary = dict(results=results, loss_curves=loss_png, total_seconds=round(total, 1))
+    summary = dict(results=results, loss_curves=loss_png, summary_png=summary_png, total_seconds=round(total, 1))
     with open(osp.join(work_dir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=1, default=str)
 
@@ -241,6 +260,7 @@ def main(argv=None):
         print(f"    logs:       {r['train_log']}, {r['test_log']}")
         print(f"    time:       train {r['train_seconds'] / 60:.1f} min, test {r['test_seconds'] / 60:.1f} min")
     print(f'  loss curves: {loss_png}')
+    print(f'  picture:     {summary_png} (inputs, ground truth, predictions, loss curves)')
     print(f"  summary:     {osp.join(work_dir, 'summary.json')}")
     print('=' * 78)
     return summary
