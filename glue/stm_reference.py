@@ -468,7 +468,6 @@ def run_cli(args, log=None) -> int:
     import json
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        root = check_official_path(args.stm_official)
         names = resolve_names(args.names)
         if not names:
             raise ValueError(f'--stm-official needs unified names; valid names: {", ".join(unified_names())}')
@@ -476,6 +475,7 @@ def run_cli(args, log=None) -> int:
             raise ValueError('--stm-official runs on CPU only (the official DCNv3 runs its pure-PyTorch core)')
         if args.amp:
             raise ValueError('--stm-official compares float32 models; --amp is not supported')
+        root = check_official_path(args.stm_official)
         load_official(root)
     except (OfficialCodeError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)

@@ -68,6 +68,11 @@ whose weights do not load into ours (another architecture) is a usage error nami
 ``--timm-twin`` adds, for every NAME, the timm model of the same name as its reference where timm has
 one (ConvNeXt, ConvNeXt V2, PoolFormerV2, ConvFormer, CAFormer).
 
+``--stm-official PATH`` (unified names only, CPU): instead of the above, each NAME is compared with the
+official STM-Evaluation detection backbone read at run time from a fetched copy of that code at PATH (never
+part of this project), with the same randomised weights, outputs checked, then both timed interleaved
+(wall and process CPU time); see ``glue/stm_reference.py`` and docs/speed.md.
+
 ``--check-outputs`` runs one inference forward of each model and prints the output SHAPES (and
 whether ours and each reference agree); with ``--same-weights`` the values are compared as above.
 
@@ -290,6 +295,9 @@ def parse_args(argv=None):
     p.add_argument('--check-outputs', action='store_true',
                    help='print output shapes of ours and references (values too with --same-weights)')
     p.add_argument('--no-memory', action='store_true', help='skip the memory measurement')
+    p.add_argument('--stm-official', metavar='PATH',
+                   help='unified NAMEs only: compare and time against the official STM-Evaluation code '
+                        'read from this fetched copy, same weights (glue/stm_reference.py; CPU)')
     args = p.parse_args(argv)
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or min(args.shape) < 1:
         p.error('--batch, --repeats and --shape must be >= 1, --warmup >= 0')
@@ -569,6 +577,9 @@ def header(device, args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.stm_official:
+        from glue.stm_reference import run_cli
+        return run_cli(args)
     try:
         device, groups = resolve(args)
     except UsageError as e:
