@@ -135,10 +135,15 @@ def _pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- ConvNeXt
 class ConvNeXtBlock(nn.Module):
-    """The unified ConvNeXt block (``ConvNeXtV3Block`` in the official detection code). NCHW in and out.
+    """The unified ConvNeXt block (``ConvNeXtV3Block`` in the official detection code). Runs NHWC: the stage
+    permutes once before its first block and back after its last.
 
-    ``x + g1 * 1x1(dw7x7(1x1(LN x)))``, then ``x + g2 * Linear(GELU(Linear(LN x)))`` (channels last).
+    ``x + g1 * 1x1(dw7x7(1x1(LN x)))``, then ``x + g2 * Linear(GELU(Linear(LN x)))``. The 1x1 convolutions
+    keep their official parameters (``[C, C, 1, 1]``) and run as GEMMs on the channels-last map, the depthwise
+    conv on a channels-last view: no layout copies inside the block (the official block permutes to and from
+    NCHW with ``.contiguous()`` and runs the 1x1s as convolutions; same values within float rounding).
     """
+    nhwc = True
 
     def __init__(self, dim: int, drop_path: float, layer_scale_init: float, kernel_size: int = 7,
                  mlp_ratio: float = 4, **_):
@@ -156,12 +161,16 @@ class ConvNeXtBlock(nn.Module):
         self.drop_path = _drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dw_out_proj(self.dwconv(self.dw_input_proj(self.dw_norm(x))))
-        x = x + self.drop_path(self.gamma_1 * y)
-        x = x.permute(0, 2, 3, 1)
+        """x: (B, H, W, C)."""
+        C = x.shape[-1]
+        n = self.dw_norm
+        y = F.layer_norm(x, n.normalized_shape, n.weight, n.bias, n.eps)
+        y = F.linear(y, self.dw_input_proj.weight.view(C, C), self.dw_input_proj.bias)
+        y = self.dwconv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        y = F.linear(y, self.dw_out_proj.weight.view(C, C), self.dw_out_proj.bias)
+        x = x + self.drop_path(self.gamma_1.view(C) * y)
         y = self.pwconv2(self.act(self.pwconv1(self.pw_norm(x))))
-        x = x + self.drop_path(self.gamma_2 * y)
-        return x.permute(0, 3, 1, 2)
+        return x + self.drop_path(self.gamma_2 * y)
 
 
 # ---------------------------------------------------------------------------------------------- Swin
