@@ -55,7 +55,8 @@ behind the published COCO numbers). It differs from the classification models in
 Everything runs in pure PyTorch. The DCNv3 sampling is bilinear ``F.grid_sample`` (the algorithm of mmcv's
 ``multi_scale_deformable_attn_pytorch``); on CUDA tensors, when mmcv's compiled
 ``MultiScaleDeformableAttnFunction`` is importable, it is used instead (same values, less memory;
-``dcn_impl='pytorch'`` forces the pure path). Attention uses ``F.scaled_dot_product_attention``.
+``dcn_impl='pytorch'`` forces the pure path). Attention uses ``F.scaled_dot_product_attention`` (Swin and Halo:
+an explicit matmul-softmax-matmul when recording a CPU graph for backward, which is cheaper there).
 
 Any input size works: the stem rounds odd sizes up (333 -> 167 -> 84 -> 42 for 1333), Halo and Swin pad inside
 each block and crop back, PVT resizes its embeddings, DCNv3 computes its reference points per forward. Only
@@ -149,10 +150,9 @@ class ConvNeXtBlock(nn.Module):
     """The unified ConvNeXt block (``ConvNeXtV3Block`` in the official detection code). Runs NHWC: the stage
     permutes once before its first block and back after its last.
 
-    ``x + g1 * 1x1(dw7x7(1x1(LN x)))``, then ``x + g2 * Linear(GELU(Linear(LN x)))``. The 1x1 convolutions
-    keep their official parameters (``[C, C, 1, 1]``) and run as GEMMs on the channels-last map, the depthwise
-    conv on a channels-last view: no layout copies inside the block (the official block permutes to and from
-    NCHW with ``.contiguous()`` and runs the 1x1s as convolutions; same values within float rounding).
+    ``x + g1 * 1x1(dw7x7(1x1(LN x)))``, then ``x + g2 * Linear(GELU(Linear(LN x)))``. The three convolutions
+    run on a channels-last view of the NHWC map (oneDNN keeps that layout): no layout copies inside the block
+    (the official block permutes to and from NCHW with ``.contiguous()``; same values within float rounding).
     """
     nhwc = True
 
@@ -173,13 +173,10 @@ class ConvNeXtBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C)."""
-        C = x.shape[-1]
         n = self.dw_norm
-        y = F.layer_norm(x, n.normalized_shape, n.weight, n.bias, n.eps)
-        y = F.linear(y, self.dw_input_proj.weight.view(C, C), self.dw_input_proj.bias)
-        y = self.dwconv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        y = F.linear(y, self.dw_out_proj.weight.view(C, C), self.dw_out_proj.bias)
-        x = x + self.drop_path(self.gamma_1.view(C) * y)
+        y = F.layer_norm(x, n.normalized_shape, n.weight, n.bias, n.eps).permute(0, 3, 1, 2)  # channels-last view
+        y = self.dw_out_proj(self.dwconv(self.dw_input_proj(y))).permute(0, 2, 3, 1)
+        x = x + self.drop_path(self.gamma_1.view(-1) * y)
         y = self.pwconv2(self.act(self.pwconv1(self.pw_norm(x))))
         return x + self.drop_path(self.gamma_2 * y)
 
