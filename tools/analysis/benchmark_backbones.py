@@ -76,6 +76,11 @@ step includes the compilation (reported, and kept in the JSON as ``warmup_ms``),
 are compared with the eager ones (``||compiled - eager|| / ||eager||`` per stage, eval mode). Its memory is
 not measured (the one-step child would measure the compiler).
 
+``--stm-official PATH`` (unified names only, CPU): instead of the above, each NAME is compared with the
+official STM-Evaluation detection backbone read at run time from a fetched copy of that code at PATH (never
+part of this project), with the same randomised weights, outputs checked, then both timed interleaved
+(wall and process CPU time); see ``glue/stm_reference.py`` and docs/speed.md.
+
 ``--check-outputs`` runs one inference forward of each model and prints the output SHAPES (and
 whether ours and each reference agree); with ``--same-weights`` the values are compared as above.
 
@@ -304,6 +309,9 @@ def parse_args(argv=None):
     p.add_argument('--no-memory', action='store_true', help='skip the memory measurement')
     p.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
                    help='also measure every NAME through torch.compile (default backend inductor)')
+    p.add_argument('--stm-official', metavar='PATH',
+                   help='unified NAMEs only: compare and time against the official STM-Evaluation code '
+                        'read from this fetched copy, same weights (glue/stm_reference.py; CPU)')
     args = p.parse_args(argv)
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or min(args.shape) < 1:
         p.error('--batch, --repeats and --shape must be >= 1, --warmup >= 0')
@@ -611,6 +619,9 @@ def header(device, args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.stm_official:
+        from glue.stm_reference import run_cli
+        return run_cli(args)
     try:
         device, groups = resolve(args)
     except UsageError as e:
