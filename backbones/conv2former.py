@@ -10,8 +10,8 @@ The stem holds BatchNorm (GELU before BN, as in the official code): with 2 image
 Speed (same outputs as the official code, both paths tested at 1e-5): the blocks compute in NHWC on
 channels_last memory, the official 1x1 convolutions applied as GEMMs over channels (their weights viewed as
 matrices) and the layer scales folded into ``proj`` / ``fc2``; in training ``att[0]`` and ``v`` share one
-GEMM, the 11x11 depthwise weight gradient runs as a convolution (:class:`~backbones.layers.DepthwiseConv2d`)
-and the MLP's ``h + GELU(dw3x3 h)`` has a backward that reuses buffers; in CPU float32 inference oneDNN's
+GEMM and the 11x11 depthwise weight gradient runs as a convolution (:class:`~backbones.layers.DepthwiseConv2d`);
+in CPU float32 inference oneDNN's
 fused kernels take GEMM + GELU, GEMM x v, GEMM + residual and dw3x3 + GELU. Measured against timm's
 ConvNeXt-T: docs/speed.md.
 """
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 
 from .base import MultiScaleBackbone
-from .layers import DepthwiseConv2d, LayerNorm2d, is_tracing, use_fused_cpu
+from .layers import DepthwiseConv2d, LayerNorm2d, use_fused_cpu
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -78,33 +78,6 @@ class ConvMod(nn.Module):
         return lin.binary(a, x.reshape(-1, c), *_scaled(self.proj, scale), 'add').reshape(n, h, w, c)
 
 
-class _ConvGeluResidual(torch.autograd.Function):
-    """``h + GELU(dwconv(h))`` (the MLP's positional branch) with a hand-written backward that allocates two
-    hidden-size (4C) maps fewer than autograd's (the GELU's output takes the residual in place, and the input
-    gradient takes the shortcut's): at stage 0 each such map is a fresh mmap of tens of MB whose page faults
-    cost more than the arithmetic (measured: ``getrusage`` system time of a T training step, 800x1216).
-    Same values as the autograd ops (tested)."""
-
-    @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, padding) -> Tensor:
-        p = F.conv2d(h, weight, bias, padding=padding, groups=weight.shape[0])
-        ctx.save_for_backward(h, weight, p)
-        ctx.padding = padding
-        return F.gelu(p).add_(h)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):
-        h, weight, p = ctx.saved_tensors
-        t = torch.ops.aten.gelu_backward(grad, p)
-        gh, gw, gb = torch.ops.aten.convolution_backward(
-            t, h, weight, [weight.shape[0]], [1, 1], list(ctx.padding), [1, 1], False, [0, 0], weight.shape[0],
-            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
-        if gh is not None:
-            gh = gh.add_(grad)
-        return gh, gw, gb, None
-
-
 class ConvMlp(nn.Module):
     """LN -> 1x1 (C->rC) -> GELU -> h + GELU(dw3x3 h) -> 1x1 (rC->C) (official ``mlp``), on NHWC tensors."""
 
@@ -121,11 +94,7 @@ class ConvMlp(nn.Module):
         """``scale * mlp(x)`` for an NHWC ``x`` (the block's layer scale folded into ``fc2``)."""
         y = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
         h = F.gelu(F.linear(y, *_pointwise(self.fc1)))
-        hc = h.permute(0, 3, 1, 2)  # channels_last NCHW view
-        if hc.device.type == 'cpu' and torch.is_grad_enabled() and not is_tracing():
-            h = _ConvGeluResidual.apply(hc, self.pos.weight, self.pos.bias, self.pos.padding).permute(0, 2, 3, 1)
-        else:
-            h = h + F.gelu(self.pos(hc).permute(0, 2, 3, 1))
+        h = h + F.gelu(self.pos(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))  # dw3x3 on a channels_last view
         return F.linear(h, *_scaled(self.fc2, scale))
 
     def forward_fused(self, x: Tensor, scale: Tensor) -> Tensor:

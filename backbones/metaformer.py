@@ -145,7 +145,8 @@ class JointNormNoBias(nn.Module):
             # torch's CPU group_norm backward segfaults (torch 2.12) on a channels-last input that needs no
             # gradient while the weight does: the first norm after a frozen stem (frozen_stages=0). A
             # contiguous copy takes the kernel's other path (tests/test_backbone_contract.py, frozen_stages).
-            xc = xc.contiguous()
+            y = F.group_norm(xc.contiguous(), 1, self.weight, None, self.eps)
+            return y.permute(0, 2, 3, 1).contiguous().to(x.dtype)  # NHWC out, as on the fast path
         y = F.group_norm(xc, 1, self.weight, None, self.eps)
         return y.permute(0, 2, 3, 1).to(x.dtype)  # autocast runs group_norm in float32: keep the input's dtype
 

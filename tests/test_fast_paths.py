@@ -53,26 +53,3 @@ def test_fused_path_only_without_gradients():
         finally:
             set_fused_cpu_inference(old)
 
-
-def test_conv2former_positional_branch_backward_equals_autograd():
-    """The MLP's ``h + GELU(dw3x3 h)`` with its hand-written backward against the same autograd ops."""
-    import torch.nn.functional as F
-    from backbones.conv2former import _ConvGeluResidual
-    torch.manual_seed(0)
-    conv = nn.Conv2d(8, 8, 3, padding=1, groups=8)
-    h = torch.randn(2, 9, 11, 8).permute(0, 3, 1, 2)  # channels_last, as in the block
-    g = torch.randn(2, 8, 9, 11)
-    ha, hb = h.clone().requires_grad_(), h.clone().requires_grad_()
-    out = _ConvGeluResidual.apply(ha, conv.weight, conv.bias, conv.padding)
-    out.backward(g)
-    grads = [ha.grad, conv.weight.grad.clone(), conv.bias.grad.clone()]
-    conv.zero_grad()
-    ref = hb + F.gelu(conv(hb))
-    ref.backward(g)
-    torch.testing.assert_close(out, ref)
-    for a, b in zip(grads, [hb.grad, conv.weight.grad, conv.bias.grad]):
-        torch.testing.assert_close(a, b)
-    small = nn.Conv2d(3, 3, 3, padding=1, groups=3).double()
-    args = (torch.randn(1, 4, 5, 3, dtype=torch.double).permute(0, 3, 1, 2).requires_grad_(),
-            small.weight.detach().requires_grad_(), small.bias.detach().requires_grad_(), (1, 1))
-    assert torch.autograd.gradcheck(_ConvGeluResidual.apply, args)
