@@ -97,3 +97,30 @@ def relative_errors(outputs, references):
         a, b = a.detach().float(), b.detach().float()
         errs.append(float((a - b).norm() / b.norm().clamp_min(1e-30)))
     return errs
+
+
+# ------------------------------------------------------------------ same weights, same outputs
+def load_same_weights(source: torch.nn.Module, ours: torch.nn.Module):
+    """A reference model's state dict (cloned) into ours through our strict loader; returns the LoadReport."""
+    from backbones import load_pretrained
+    sd = {k: v.detach().clone() for k, v in source.state_dict().items()}
+    return load_pretrained(ours, sd, strict=True)
+
+
+def compare_outputs(ours_out, ref_out, rtol: float = 1e-4, atol: float = 1e-4) -> dict:
+    """Stage by stage: shapes, max abs / rel difference and ``allclose``; ``identical`` when all agree."""
+    stages, ok = [], len(ours_out) == len(ref_out)
+    for a, b in zip(ours_out, ref_out):
+        if a.shape != b.shape:
+            stages.append(dict(shape_ours=list(a.shape), shape_ref=list(b.shape)))
+            ok = False
+            continue
+        a, b = a.float(), b.float()
+        diff = (a - b).abs().max().item()
+        scale = b.abs().max().item()
+        close = torch.allclose(a, b, rtol=rtol, atol=atol)
+        ok = ok and close
+        stages.append(dict(shape=list(a.shape), max_abs_diff=diff, max_ref_abs=scale,
+                           max_rel_diff=diff / scale if scale else diff, allclose=close))
+    return dict(identical=ok, stages=stages, tolerance=f'rtol={rtol:g}, atol={atol:g}',
+                max_abs_diff=max((s.get('max_abs_diff', float('inf')) for s in stages), default=0.0))

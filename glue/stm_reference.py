@@ -52,7 +52,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from glue.measure import summarize
+from glue.measure import compare_outputs, load_same_weights, summarize
 
 OFFICIAL_COMMIT = 'b62c471'
 OFFICIAL_URL = 'https://github.com/OpenGVLab/STM-Evaluation'
@@ -322,29 +322,6 @@ def randomise_official_(model: torch.nn.Module, seed: int = 0) -> int:
     return n
 
 
-def transfer_weights(official: torch.nn.Module, ours: torch.nn.Module):
-    """The official state dict into ours through our strict loader; returns the LoadReport."""
-    from backbones import load_pretrained
-    sd = {k: v.detach().clone() for k, v in official.state_dict().items()}
-    return load_pretrained(ours, sd, strict=True)
-
-
-def compare_outputs(ours_out, ref_out, rtol: float = RTOL, atol: float = ATOL) -> dict:
-    stages, ok = [], len(ours_out) == len(ref_out)
-    for a, b in zip(ours_out, ref_out):
-        if a.shape != b.shape:
-            stages.append(dict(shape_ours=list(a.shape), shape_ref=list(b.shape)))
-            ok = False
-            continue
-        diff = (a.float() - b.float()).abs().max().item()
-        scale = b.abs().max().item()
-        close = torch.allclose(a.float(), b.float(), rtol=rtol, atol=atol)
-        ok = ok and close
-        stages.append(dict(shape=list(a.shape), max_abs_diff=diff, max_ref_abs=scale, allclose=close))
-    return dict(identical=ok, stages=stages, tolerance=f'rtol={rtol:g}, atol={atol:g}',
-                max_abs_diff=max((s.get('max_abs_diff', float('inf')) for s in stages), default=0.0))
-
-
 # ---------------------------------------------------------------------------------------------- timing
 def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str):
     if mode == 'fwd':
@@ -403,7 +380,7 @@ def compare_and_time(path: str, name: str, shape=(224, 224), batch: int = 1, mod
         warnings.simplefilter('ignore', UserWarning)  # the official meshgrid without indexing=
         official = build_official(pkg, ours)
     n_set = randomise_official_(official, seed)
-    report = transfer_weights(official, ours)
+    report = load_same_weights(official, ours)
     params = [sum(p.numel() for p in m.parameters()) for m in (ours, official)]
     log(f'[{name}] official {type(official).__name__}: {n_set} tensors randomised, loaded into ours '
         f'({report.layout} layout, {report.loaded} tensors)')
@@ -415,10 +392,10 @@ def compare_and_time(path: str, name: str, shape=(224, 224), batch: int = 1, mod
               for i in OUT_INDICES]
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)  # the official meshgrid without indexing=
-        cmp = compare_outputs(list(ours(x)), list(official(x)))
+        cmp = compare_outputs(list(ours(x)), list(official(x)), RTOL, ATOL)
     for h in hooks:
         h.remove()
-    cmp['raw'] = compare_outputs(*raw)
+    cmp['raw'] = compare_outputs(*raw, RTOL, ATOL)
     cmp['identical'] = cmp['identical'] and cmp['raw']['identical']
     log(f'[{name}] outputs: ' + ('identical' if cmp['identical'] else 'DIFFERENT')
         + f' (max abs diff {cmp["max_abs_diff"]:.2e}, {cmp["tolerance"]})')

@@ -101,8 +101,8 @@ import time
 
 import torch
 
-from glue.measure import (MIB, amp_dtype, compile_options, measure_step_rss, proc_status_kib, relative_errors,
-                          summarize, sync)
+from glue.measure import (MIB, amp_dtype, compare_outputs, compile_options, load_same_weights, measure_step_rss,
+                          proc_status_kib, relative_errors, summarize, sync)
 
 MODES = ('fwd', 'fwdbwd')
 MODE_LABEL = {'fwd': 'fwd', 'fwdbwd': 'fwd+bwd'}
@@ -175,29 +175,9 @@ def randomise_(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def transfer_weights(ours: torch.nn.Module, theirs: 'TimmIntermediates') -> str:
-    """Load the timm model's state dict into ours through our strict loader; returns the layout seen."""
-    from backbones import load_pretrained
-    sd = {k: v.detach().clone() for k, v in theirs.model.state_dict().items()}
-    report = load_pretrained(ours, sd, strict=True)
+    """Load the timm model's weights into ours through our strict loader; returns the layout seen."""
+    report = load_same_weights(theirs.model, ours)
     return f'{report.layout}, {report.loaded} tensors loaded, {len(report.dropped_classifier)} head keys dropped'
-
-
-def compare_outputs(ours_out, ref_out) -> dict:
-    stages = []
-    ok = len(ours_out) == len(ref_out)
-    for a, b in zip(ours_out, ref_out):
-        if a.shape != b.shape:
-            stages.append(dict(shape_ours=list(a.shape), shape_ref=list(b.shape)))
-            ok = False
-            continue
-        a, b = a.float(), b.float()
-        diff = (a - b).abs().max().item()
-        scale = b.abs().max().item()
-        close = torch.allclose(a, b, rtol=1e-4, atol=1e-4)
-        ok = ok and close
-        stages.append(dict(shape=list(a.shape), max_abs_diff=diff, max_ref_abs=scale,
-                           max_rel_diff=diff / scale if scale else diff, allclose=close))
-    return dict(identical=ok, stages=stages, tolerance='rtol=1e-4, atol=1e-4')
 
 
 def as_outputs(out):
