@@ -106,3 +106,33 @@ def test_same_weights_wrong_architecture_is_a_usage_error():
                 '--shape', '32', '32', '--repeats', '1', '--warmup', '0', '--no-memory', timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert 'do not load into convnextv2_atto' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_speed_table_document(tmp_path):
+    """tools/analysis/speed_table.py runs both benchmark tools and writes the document with their numbers."""
+    tool = os.path.join(ROOT, 'tools', 'analysis', 'speed_table.py')
+    doc, work = tmp_path / 'speed.md', tmp_path / 'speed'
+    proc = subprocess.run(
+        [sys.executable, tool, '--names', 'conv2former_n', 'convnextv2_atto', '--models', 'conv2former_n',
+         '--shape', '64', '64', '--threads', '1', '--repeats', '1', '--warmup', '0', '--work-dir', str(work),
+         '--out', str(doc)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = doc.read_text()
+    data = json.loads((work / 'backbones.json').read_text())
+    rows = {line.split('|')[1].strip(): line for line in text.splitlines() if line.startswith('| conv')}
+    assert set(rows) == {'conv2former_n', 'convnextv2_atto'}
+    for r in data['results']:  # the document shows the tool's own numbers
+        cells = [c.strip() for c in rows[r['label']].split('|')[1:-1]]
+        assert cells[1] == f'{r["params"] / 1e6:.1f}' and cells[2] == f'{r["fwd"]["median_ms"]:.0f}'
+        assert cells[3] == f'{r["fwdbwd"]["median_ms"]:.0f}'
+    assert 'benchmark_backbones.py conv2former_n convnextv2_atto --shape 64 64' in text
+    whole = [line for line in text.splitlines() if line.startswith('| conv2former_n |') and line.count('|') == 6]
+    assert len(whole) == 1, text
+    for task in ('maskrcnn', 'upernet'):
+        res = json.loads((work / f'conv2former_n_{task}.json').read_text())['result']
+        assert f'{res["images_per_s"]:.2f}' in whole[0]
+    # re-rendering from the saved run gives the same document
+    proc = subprocess.run([sys.executable, tool, '--render-only', '--work-dir', str(work), '--out',
+                           str(tmp_path / 'again.md')], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / 'again.md').read_text() == text
