@@ -40,16 +40,15 @@ contiguous NCHW maps (the shared forward of :mod:`backbones.base`).
 """
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath
 
-from .base import MultiScaleBackbone
+from .base import FamilyOption, MultiScaleBackbone
 from .checkpoint import CheckpointError, CheckpointMismatchError
-from .layers import DepthwiseConv2d, LayerNorm2d, use_fused_cpu
+from .layers import DepthwiseConv2d, LayerNorm2d, maybe_drop_path, use_fused_cpu
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -102,7 +101,7 @@ class ConvNeXtBlock(nn.Module):
         self.pwconv2 = nn.Linear(hidden, dim)
         self.gamma = (nn.Parameter(torch.full((dim,), float(layer_scale_init)))
                       if layer_scale_init and layer_scale_init > 0 else None)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = maybe_drop_path(drop_path)
 
     def _pwconv2_weights(self) -> Tuple[Tensor, Tensor]:
         w, b = self.pwconv2.weight, self.pwconv2.bias
@@ -240,6 +239,12 @@ def _out_norms(sd: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], List[int]]:
 LAYOUTS = ('official', 'official-det', 'fcmae', 'timm', 'mmpretrain', 'mmpretrain-det', 'torchvision')
 
 
+def _check_layer_scale(cls, arch: dict, value: float) -> None:
+    if cls.use_grn and value > 0:
+        raise ValueError(f'{cls.__name__} has no layer scale (GRN replaces it); '
+                         f'layer_scale_init_value must be None or 0, got {value}')
+
+
 # ---------------------------------------------------------------------------------------- the families
 @register_family
 class ConvNeXt(MultiScaleBackbone):
@@ -258,7 +263,10 @@ class ConvNeXt(MultiScaleBackbone):
     official detection backbones' ``norm0..3``; the official detection checkpoints restore them.
     """
     family = 'convnext'
+    default_arch = 'tiny'
     use_grn = False
+    family_options = {'layer_scale_init_value': FamilyOption(key='layer_scale_init', convert=float,
+                                                             check=_check_layer_scale)}
     arch_settings = {
         'tiny': dict(depths=[3, 3, 9, 3], dims=[96, 192, 384, 768]),
         'small': dict(depths=[3, 3, 27, 3], dims=[96, 192, 384, 768]),
@@ -272,18 +280,9 @@ class ConvNeXt(MultiScaleBackbone):
     # parts of an FCMAE pre-training file that are not the encoder
     ignored_checkpoint_keys = (r're:^decoder\.\d+\.', r're:^mask_token$', r're:^(proj|pred)\.(weight|bias)$')
 
-    def __init__(self, arch: Union[str, dict] = 'tiny', *args, layer_scale_init_value: Optional[float] = None,
-                 **kwargs):
-        name, settings = self.resolve_arch(arch)
-        if layer_scale_init_value is not None:
-            if self.use_grn and layer_scale_init_value > 0:
-                raise ValueError(f'{type(self).__name__} has no layer scale (GRN replaces it); '
-                                 f'layer_scale_init_value must be None or 0, got {layer_scale_init_value}')
-            settings = {**settings, 'layer_scale_init': float(layer_scale_init_value)}
-            arch = settings
-        super().__init__(arch, *args, **kwargs)
-        self.arch_name = name
-        self.layer_scale_init_value = self.arch['layer_scale_init']
+    @property
+    def layer_scale_init_value(self) -> float:
+        return self.arch['layer_scale_init']
 
     def _build(self, arch: dict, in_channels: int, dpr: List[float]) -> None:
         dims, depths = arch['dims'], arch['depths']
@@ -292,14 +291,8 @@ class ConvNeXt(MultiScaleBackbone):
         for i in range(3):
             self.downsample_layers.append(nn.Sequential(
                 LayerNorm2d(dims[i], eps=1e-6), nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2)))
-        self.stages = nn.ModuleList()
-        cur = 0
-        for i in range(4):
-            self.stages.append(nn.Sequential(*[
-                ConvNeXtBlock(dims[i], dpr[cur + j], arch['layer_scale_init'], self.use_grn, arch['mlp_ratio'],
-                              arch['kernel_size'])
-                for j in range(depths[i])]))
-            cur += depths[i]
+        self.stages = self.make_stages(depths, dpr, lambda i, j, dp: ConvNeXtBlock(
+            dims[i], dp, arch['layer_scale_init'], self.use_grn, arch['mlp_ratio'], arch['kernel_size']))
         self.apply(self._init_module)
 
     def no_weight_decay(self) -> List[str]:
@@ -374,10 +367,6 @@ class ConvNeXt(MultiScaleBackbone):
             raise CheckpointMismatchError(f'this is a ConvNeXt (V1) checkpoint (layer scale, no GRN; {layout} '
                                           f'layout): build ConvNeXt (type=\'ConvNeXt\' / \'convnext_<size>\'), '
                                           f'not {cls.__name__}')
-
-    def extra_repr(self) -> str:
-        return (super().extra_repr() + f', use_grn={self.use_grn}, '
-                f'layer_scale_init_value={self.layer_scale_init_value}')
 
 
 @register_family
