@@ -3,7 +3,8 @@
 A family subclasses :class:`MultiScaleBackbone` and supplies only what is particular to it:
 
 * ``family`` (table prefix, e.g. ``'conv2former'``), ``arch_settings`` (name -> depths, dims, ...),
-  ``arch_aliases``, ``arch_defaults`` (keys a custom ``arch`` dict may omit) and ``default_arch``;
+  ``arch_aliases``, ``arch_defaults`` (keys a custom ``arch`` dict may omit) and ``default_arch`` (when it is
+  not the first size);
 * ``_build(arch, in_channels, dpr)``, which must create ``self.downsample_layers`` (4 modules: the stem,
   then the three downsamplers; NCHW in, NCHW out) and ``self.stages`` (4 ``nn.Sequential`` of blocks,
   :meth:`MultiScaleBackbone.make_stages` builds them). All families use these two official names, so
@@ -127,7 +128,7 @@ class MultiScaleBackbone(nn.Module):
     arch_settings: Dict[str, dict] = {}
     arch_aliases: Dict[str, str] = {}
     arch_defaults: dict = {}
-    default_arch: Optional[str] = None  # the size built when no arch is given
+    default_arch: Optional[str] = None  # the size built when no arch is given (None: the first of arch_settings)
     # keywords beyond the shared contract (module docstring): name -> FamilyOption
     family_options: Dict[str, FamilyOption] = {}
     # 'nhwc': the blocks take and return (N, H, W, C) tensors; forward_stage permutes around the stage
@@ -160,9 +161,7 @@ class MultiScaleBackbone(nn.Module):
                                                 {} if compile else None)
         self._min_size_cache: Dict[int, int] = {}
         if arch is None:
-            if self.default_arch is None:
-                raise ValueError(f'{type(self).__name__} needs an arch; valid: {", ".join(self.arch_settings)}')
-            arch = self.default_arch
+            arch = self.default_arch or next(iter(self.arch_settings))
         self.arch_name, arch = self.resolve_arch(arch)
         self.arch = self.merge_options(arch, options)
         self.depths: List[int] = list(self.arch['depths'])

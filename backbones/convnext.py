@@ -239,6 +239,14 @@ def _out_norms(sd: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], List[int]]:
 LAYOUTS = ('official', 'official-det', 'fcmae', 'timm', 'mmpretrain', 'mmpretrain-det', 'torchvision')
 
 
+_SHALLOW, _DEEP = (2, 2, 6, 2), (3, 3, 27, 3)
+
+
+def _size(depths: Sequence[int], width: int) -> dict:
+    """A size: blocks per stage and the widths C, 2C, 4C, 8C of the four stages."""
+    return dict(depths=list(depths), dims=[width * 2 ** i for i in range(4)])
+
+
 def _check_layer_scale(cls, arch: dict, value: float) -> None:
     if cls.use_grn and value > 0:
         raise ValueError(f'{cls.__name__} has no layer scale (GRN replaces it); '
@@ -267,13 +275,8 @@ class ConvNeXt(MultiScaleBackbone):
     use_grn = False
     family_options = {'layer_scale_init_value': FamilyOption(key='layer_scale_init', convert=float,
                                                              check=_check_layer_scale)}
-    arch_settings = {
-        'tiny': dict(depths=[3, 3, 9, 3], dims=[96, 192, 384, 768]),
-        'small': dict(depths=[3, 3, 27, 3], dims=[96, 192, 384, 768]),
-        'base': dict(depths=[3, 3, 27, 3], dims=[128, 256, 512, 1024]),
-        'large': dict(depths=[3, 3, 27, 3], dims=[192, 384, 768, 1536]),
-        'xlarge': dict(depths=[3, 3, 27, 3], dims=[256, 512, 1024, 2048]),
-    }
+    arch_settings = {'tiny': _size([3, 3, 9, 3], 96), 'small': _size(_DEEP, 96), 'base': _size(_DEEP, 128),
+                     'large': _size(_DEEP, 192), 'xlarge': _size(_DEEP, 256)}
     arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large', 'xl': 'xlarge'}
     arch_defaults = dict(layer_scale_init=1e-6, mlp_ratio=4, kernel_size=7)
     classifier_prefixes = ('head.', 'norm.', 'classifier.', 'norm_pre.')
@@ -391,16 +394,10 @@ class ConvNeXtV2(ConvNeXt):
     """
     family = 'convnextv2'
     use_grn = True
-    arch_settings = {
-        'atto': dict(depths=[2, 2, 6, 2], dims=[40, 80, 160, 320]),
-        'femto': dict(depths=[2, 2, 6, 2], dims=[48, 96, 192, 384]),
-        'pico': dict(depths=[2, 2, 6, 2], dims=[64, 128, 256, 512]),
-        'nano': dict(depths=[2, 2, 8, 2], dims=[80, 160, 320, 640]),
-        'tiny': dict(depths=[3, 3, 9, 3], dims=[96, 192, 384, 768]),
-        'base': dict(depths=[3, 3, 27, 3], dims=[128, 256, 512, 1024]),
-        'large': dict(depths=[3, 3, 27, 3], dims=[192, 384, 768, 1536]),
-        'huge': dict(depths=[3, 3, 27, 3], dims=[352, 704, 1408, 2816]),
-    }
+    arch_settings = {'atto': _size(_SHALLOW, 40), 'femto': _size(_SHALLOW, 48), 'pico': _size(_SHALLOW, 64),
+                     'nano': _size([2, 2, 8, 2], 80),
+                     **{size: ConvNeXt.arch_settings[size] for size in ('tiny', 'base', 'large')},  # V1's
+                     'huge': _size(_DEEP, 352)}
     arch_aliases = {'a': 'atto', 'f': 'femto', 'p': 'pico', 'n': 'nano', 't': 'tiny', 'b': 'base',
                     'l': 'large', 'h': 'huge', 'convnext_pico': 'pico'}
     arch_defaults = dict(layer_scale_init=0.0, mlp_ratio=4, kernel_size=7)

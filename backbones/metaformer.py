@@ -518,7 +518,6 @@ class IdentityFormer(MetaFormer):
     """IdentityFormer: identity token mixers, block norms over (H, W, C) (zero padding enters their
     statistics, see :class:`MetaFormer`). Sizes s12, s24, s36, m36, m48."""
     family = 'identityformer'
-    default_arch = 's12'
     arch_settings = _S_M
     arch_defaults = dict(_COMMON, token_mixers=('identity',) * 4, norm='hwc')
 
@@ -541,7 +540,6 @@ class RandFormer(MetaFormer):
     that. All five sizes hold one such matrix per stage-3 block (6-24 blocks).
     """
     family = 'randformer'
-    default_arch = 's12'
     arch_settings = _S_M
     arch_defaults = dict(_COMMON, token_mixers=('identity', 'identity', 'random', 'random'), norm='hwc')
 
@@ -551,7 +549,6 @@ class PoolFormerV2(MetaFormer):
     """PoolFormerV2: pooling token mixers (avgpool3x3(x) - x), block norms over (H, W, C) (zero padding
     enters their statistics, see :class:`MetaFormer`). Sizes s12, s24, s36, m36, m48."""
     family = 'poolformerv2'
-    default_arch = 's12'
     arch_settings = _S_M
     arch_defaults = dict(_COMMON, token_mixers=('pool',) * 4, norm='hwc')
 
@@ -560,7 +557,6 @@ class PoolFormerV2(MetaFormer):
 class ConvFormer(MetaFormer):
     """ConvFormer: SepConv token mixers (dw 7x7), block norms over C. Sizes s18, s36, m36, b36."""
     family = 'convformer'
-    default_arch = 's18'
     arch_settings = _CONV_SIZES
     arch_defaults = dict(_COMMON, token_mixers=('sepconv',) * 4, norm='c')
 
@@ -576,6 +572,5 @@ class CAFormer(MetaFormer):
     Padding tokens are attended (not masked), as in every global-attention detection backbone here.
     """
     family = 'caformer'
-    default_arch = 's18'
     arch_settings = _CONV_SIZES
     arch_defaults = dict(_COMMON, token_mixers=('sepconv', 'sepconv', 'attention', 'attention'), norm='c')
