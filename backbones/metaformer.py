@@ -19,7 +19,8 @@ stages 3-4; there is no layer scale. All block norms and the stem/downsample nor
 eps 1e-6; the stem (conv 7x7 s4 p2) normalises after its conv, the downsamplers (conv 3x3 s2 p1) before it,
 both over C. The blocks run NHWC as in the official code (``stage_layout = 'nhwc'``: the stem and downsamplers
 hand on NCHW views of NHWC memory, channels_last strides, no copy) and the output norms are LayerNorms over
-channels on the stage outputs. The 3x3 s2 p1 downsamplers round odd sizes up: 800x1333 gives 200x333, 100x167, 50x84, 25x42.
+channels on the stage outputs. The 3x3 s2 p1 downsamplers round odd sizes up: 800x1333 gives 200x333,
+100x167, 50x84, 25x42.
 
 Parameter names are the official sail-sg/metaformer ones (``downsample_layers.0.{conv,post_norm}``,
 ``downsample_layers.i.{pre_norm,conv}``, ``stages.s.b.{norm1,norm2,token_mixer.*,mlp.*,res_scale{1,2}.scale}``),
