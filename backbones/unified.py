@@ -677,7 +677,6 @@ class UnifiedMetaArch(MultiScaleBackbone):
     ignored_checkpoint_keys = ('re:(^|\\.)attn_mask$', 're:\\.relative_position_index$')
     default_arch = 'tiny'
     arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base'}
-
     family_options = {'stage_norms': FamilyOption(choices=STAGE_NORM_MODES)}
 
     # ------------------------------------------------------------------ build
