@@ -3,12 +3,29 @@
 A family subclasses :class:`MultiScaleBackbone` and supplies only what is particular to it:
 
 * ``family`` (table prefix, e.g. ``'conv2former'``), ``arch_settings`` (name -> depths, dims, ...),
-  ``arch_aliases`` and ``arch_defaults`` (keys a custom ``arch`` dict may omit);
+  ``arch_aliases``, ``arch_defaults`` (keys a custom ``arch`` dict may omit) and ``default_arch`` (when it is
+  not the first size);
 * ``_build(arch, in_channels, dpr)``, which must create ``self.downsample_layers`` (4 modules: the stem,
-  then the three downsamplers) and ``self.stages`` (4 ``nn.Sequential`` of blocks). All five families use
-  these two official names, so official checkpoints keep their keys;
-* optionally ``forward_stage`` (blocks needing extra arguments), ``to_nchw`` (families running NHWC),
-  ``classifier_prefixes`` (checkpoint keys dropped on load) and ``convert_checkpoint`` (other layouts).
+  then the three downsamplers; NCHW in, NCHW out) and ``self.stages`` (4 ``nn.Sequential`` of blocks,
+  :meth:`MultiScaleBackbone.make_stages` builds them). All families use these two official names, so
+  official checkpoints keep their keys. ``_build`` reads every setting from ``arch``;
+* optionally ``family_options`` (its own constructor keywords, see below), ``stage_layout = 'nhwc'`` (blocks
+  that take and return ``(N, H, W, C)`` maps), ``forward_stage`` (blocks needing extra arguments, or
+  something after a stage), ``classifier_prefixes`` (checkpoint keys dropped on load) and
+  ``convert_checkpoint`` (other layouts).
+
+**Family keywords.** ``family_options`` maps a keyword to a :class:`FamilyOption`. Every such keyword sets an
+entry of the resolved ``arch`` dict (its own name, or ``FamilyOption.key``): given, it overrides the value of
+the size / custom dict / ``arch_defaults`` (where its default lives); ``None`` keeps it. The merged values are
+validated once (``choices``, the option's ``check``) before ``_build``, which then finds everything in
+``arch``. An unknown keyword is a ``TypeError`` listing the valid ones. Options naming ``layers`` can also be
+switched on a built model with :meth:`MultiScaleBackbone.set_option`.
+
+**NHWC stages.** The downsamplers hand NCHW maps (any memory format) to the stages. A family whose blocks work
+on ``(N, H, W, C)`` tensors sets ``stage_layout = 'nhwc'``: :meth:`MultiScaleBackbone.forward_stage` permutes
+(a view, no copy) before the first block and back after the last, so stage outputs are NCHW for every family.
+Blocks that keep NCHW maps in channels_last memory and compute NHWC inside (ConvNeXt, Conv2Former) need no
+stage layout: their permutes are free views too.
 
 Everything else is shared and behaves the same for every family:
 
@@ -57,21 +74,40 @@ contiguous because compiled ops such as mmcv's RoIAlign index raw NCHW memory), 
 ``get_layer_depth(name)`` gives every parameter's layer id for layer-wise learning-rate decay.
 """
 import copy
+import inspect
 import logging
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from .layers import LayerNorm2d
+from .layers import LayerNorm2d, check_choice
 
 logger = logging.getLogger('backbones')
 
 NUM_STAGES = 4
 LAYER_DECAY_SCHEMES = ('layer_wise', 'stage_wise', 'block_wise')
+STAGE_LAYOUTS = ('nchw', 'nhwc')
+
+
+class FamilyOption(NamedTuple):
+    """A constructor keyword particular to a family (an entry of its ``family_options``).
+
+    ``key``: the ``arch`` entry it sets (default: the keyword itself); its default value lives in the family's
+    ``arch_defaults``. ``choices``: the valid values, checked on the merged value wherever it came from.
+    ``convert``: applied to a given value (e.g. ``float``). ``check(cls, arch, value)``: raises a ValueError
+    for a given value the merged ``arch`` cannot take (e.g. a switch for layers the model does not have).
+    ``layers``: ``(module class, attribute)`` holding the value in a built model; such an option can be
+    switched later with :meth:`MultiScaleBackbone.set_option`.
+    """
+    key: Optional[str] = None
+    choices: Tuple = ()
+    convert: Optional[Callable[[Any], Any]] = None
+    check: Optional[Callable[[type, dict, Any], None]] = None
+    layers: Optional[Tuple[type, str]] = None
 
 
 def _geometry(m: nn.Module) -> Optional[Tuple[int, int, int]]:
@@ -92,13 +128,18 @@ class MultiScaleBackbone(nn.Module):
     arch_settings: Dict[str, dict] = {}
     arch_aliases: Dict[str, str] = {}
     arch_defaults: dict = {}
+    default_arch: Optional[str] = None  # the size built when no arch is given (None: the first of arch_settings)
+    # keywords beyond the shared contract (module docstring): name -> FamilyOption
+    family_options: Dict[str, FamilyOption] = {}
+    # 'nhwc': the blocks take and return (N, H, W, C) tensors; forward_stage permutes around the stage
+    stage_layout: str = 'nchw'
     # checkpoint keys that belong to the ImageNet classifier and are dropped when loading
     classifier_prefixes: Tuple[str, ...] = ('head.', 'norm.')
     # checkpoint keys that are not parameters of ours and are dropped silently (e.g. cached buffers)
     ignored_checkpoint_keys: Tuple[str, ...] = ()
 
     def __init__(self,
-                 arch: Union[str, dict] = 't',
+                 arch: Union[str, dict, None] = None,
                  in_channels: int = 3,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  drop_path_rate: float = 0.0,
@@ -109,15 +150,20 @@ class MultiScaleBackbone(nn.Module):
                  check_finite: bool = False,
                  compile: Union[bool, dict] = False,
                  init_cfg: Optional[dict] = None,
-                 pretrained: Optional[str] = None):
+                 pretrained: Optional[str] = None,
+                 **options):
         super().__init__()
+        check_choice(f'{type(self).__name__}.stage_layout', self.stage_layout, STAGE_LAYOUTS)
         self.check_finite = bool(check_finite)
         if not isinstance(compile, (bool, dict)):
             raise TypeError(f'compile must be True/False or a dict of torch.compile options, got {compile!r}')
         self.compile_options: Optional[dict] = (dict(compile) if isinstance(compile, dict) else
                                                 {} if compile else None)
         self._min_size_cache: Dict[int, int] = {}
-        self.arch_name, self.arch = self.resolve_arch(arch)
+        if arch is None:
+            arch = self.default_arch or next(iter(self.arch_settings))
+        self.arch_name, arch = self.resolve_arch(arch)
+        self.arch = self.merge_options(arch, options)
         self.depths: List[int] = list(self.arch['depths'])
         self.dims: List[int] = list(self.arch['dims'])
         self.in_channels = int(in_channels)
@@ -184,6 +230,51 @@ class MultiScaleBackbone(nn.Module):
                              + ', or a dict with depths/dims')
         return key, {**cls.arch_defaults, **cls.arch_settings[key]}
 
+    @classmethod
+    def merge_options(cls, arch: dict, options: Dict[str, Any]) -> dict:
+        """``arch`` with the family keywords ``options`` merged in and every family option's value checked
+        (module docstring); an unknown keyword is a TypeError listing the valid ones."""
+        unknown = [k for k in options if k not in cls.family_options]
+        if unknown:
+            shared = [p for p in inspect.signature(MultiScaleBackbone.__init__).parameters
+                      if p not in ('self', 'options')]
+            raise TypeError(f'{cls.__name__} got unknown keyword argument(s) {", ".join(unknown)}; its family '
+                            f'keywords: {", ".join(cls.family_options) or "none"}; shared: {", ".join(shared)}')
+        arch = dict(arch)
+        for name, opt in cls.family_options.items():
+            key = opt.key or name
+            if options.get(name) is not None:
+                arch[key] = cls._checked_option(name, arch, options[name])
+            if opt.choices:
+                check_choice(name, arch.get(key), opt.choices)
+        return arch
+
+    @classmethod
+    def _checked_option(cls, name: str, arch: dict, value):
+        opt = cls.family_options[name]
+        if opt.convert is not None:
+            value = opt.convert(value)
+        if opt.choices:
+            check_choice(name, value, opt.choices)
+        if opt.check is not None:
+            opt.check(cls, arch, value)
+        return value
+
+    def set_option(self, name: str, value) -> None:
+        """Switch a family option of this built model (one that names its ``layers``), e.g.
+        ``set_option('attn_impl', 'explicit')``; checked as at construction."""
+        opt = self.family_options.get(name)
+        switchable = [n for n, o in self.family_options.items() if o.layers is not None]
+        if opt is None or opt.layers is None:
+            raise ValueError(f'{type(self).__name__} cannot switch {name!r} after construction; switchable: '
+                             f'{", ".join(switchable) or "none"}')
+        value = self._checked_option(name, self.arch, value)
+        layer_cls, attr = opt.layers
+        for m in self.modules():
+            if isinstance(m, layer_cls):
+                setattr(m, attr, value)
+        self.arch[opt.key or name] = value
+
     def _check_out_indices(self, out_indices) -> Tuple[int, ...]:
         if isinstance(out_indices, int):
             out_indices = (out_indices,)
@@ -210,16 +301,28 @@ class MultiScaleBackbone(nn.Module):
         raise NotImplementedError
 
     def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """Run the blocks of stage ``i`` (activation checkpointing per block when ``with_cp``)."""
+        """Run the blocks of stage ``i`` on an NCHW map, return an NCHW map (permuted views around the blocks
+        when ``stage_layout`` is 'nhwc'; activation checkpointing per block when ``with_cp``)."""
+        nhwc = self.stage_layout == 'nhwc'
+        if nhwc:
+            x = x.permute(0, 2, 3, 1)
         if self.with_cp and self.training and torch.is_grad_enabled():
             for block in self.stages[i]:
                 x = _checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.stages[i](x)
+        else:
+            x = self.stages[i](x)
+        return x.permute(0, 3, 1, 2) if nhwc else x
 
-    def to_nchw(self, x: torch.Tensor) -> torch.Tensor:
-        """Turn a stage output into NCHW (families running NHWC override this)."""
-        return x
+    @staticmethod
+    def make_stages(depths: Sequence[int], dpr: Sequence[float],
+                    block: Callable[[int, int, float], nn.Module]) -> nn.ModuleList:
+        """The ``stages`` of ``_build``: stage ``i`` is ``nn.Sequential(block(i, j, drop_path) for j < depths[i])``,
+        the drop-path rates taken from ``dpr`` in order (blocks are made in that order: the same random init)."""
+        stages, cur = nn.ModuleList(), 0
+        for i, depth in enumerate(depths):
+            stages.append(nn.Sequential(*[block(i, j, dpr[cur + j]) for j in range(depth)]))
+            cur += depth
+        return stages
 
     @classmethod
     def convert_checkpoint(cls, state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
@@ -314,9 +417,7 @@ class MultiScaleBackbone(nn.Module):
             x = self.downsample_layers[i](x)
             x = self.forward_stage(i, x)
             if i in self.out_indices:
-                y = self.to_nchw(x)
-                if self.out_norm:
-                    y = self.out_norms[i](y)
+                y = self.out_norms[i](x) if self.out_norm else x
                 # Contiguous NCHW, not a channels-last view: the LayerNorms (and the NHWC families) leave
                 # permuted strides, which convolutions accept but compiled ops that index raw NCHW memory
                 # do not. mmcv's RoIAlign read such maps as scrambled stripes, and a Mask R-CNN on any
@@ -447,5 +548,6 @@ class MultiScaleBackbone(nn.Module):
 
     # ------------------------------------------------------------------ misc
     def extra_repr(self) -> str:
+        options = ''.join(f', {name}={self.arch[o.key or name]!r}' for name, o in self.family_options.items())
         return (f'arch={self.arch_name!r}, depths={self.depths}, dims={self.dims}, out_indices={self.out_indices}, '
-                f'frozen_stages={self.frozen_stages}, norm_eval={self.norm_eval}, with_cp={self.with_cp}')
+                f'frozen_stages={self.frozen_stages}, norm_eval={self.norm_eval}, with_cp={self.with_cp}{options}')

@@ -20,10 +20,9 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath
 
 from .base import MultiScaleBackbone
-from .layers import DepthwiseConv2d, LayerNorm2d, use_fused_cpu
+from .layers import DepthwiseConv2d, LayerNorm2d, maybe_drop_path, use_fused_cpu
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -126,7 +125,7 @@ class Conv2FormerBlock(nn.Module):
         super().__init__()
         self.attn = ConvMod(dim, kernel_size)
         self.mlp = ConvMlp(dim, mlp_ratio)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = maybe_drop_path(drop_path)
         self.layer_scale_1 = nn.Parameter(torch.full((dim,), layer_scale_init))
         self.layer_scale_2 = nn.Parameter(torch.full((dim,), layer_scale_init))
 
@@ -152,6 +151,7 @@ class Conv2Former(MultiScaleBackbone):
     ...) or ``dict(depths=[...], dims=[...], kernel_size=k, mlp_ratio=4)``.
     """
     family = 'conv2former'
+    default_arch = 't'
     arch_settings = {
         'n': dict(depths=[2, 2, 8, 2], dims=[64, 128, 256, 512], kernel_size=7),
         't': dict(depths=[3, 3, 12, 3], dims=[72, 144, 288, 576], kernel_size=11),
@@ -180,11 +180,6 @@ class Conv2Former(MultiScaleBackbone):
         for i in range(3):
             self.downsample_layers.append(nn.Sequential(
                 LayerNorm2d(dims[i], eps=1e-6), nn.Conv2d(dims[i], dims[i + 1], 2, stride=2)))
-        self.stages = nn.ModuleList()
-        cur = 0
-        for i in range(4):
-            self.stages.append(nn.Sequential(*[
-                Conv2FormerBlock(dims[i], k, arch['mlp_ratio'], dpr[cur + j], arch['layer_scale_init'])
-                for j in range(depths[i])]))
-            cur += depths[i]
+        self.stages = self.make_stages(depths, dpr, lambda i, j, dp: Conv2FormerBlock(
+            dims[i], k, arch['mlp_ratio'], dp, arch['layer_scale_init']))
         self.apply(self._init_module)

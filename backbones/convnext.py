@@ -40,16 +40,15 @@ contiguous NCHW maps (the shared forward of :mod:`backbones.base`).
 """
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath
 
-from .base import MultiScaleBackbone
+from .base import FamilyOption, MultiScaleBackbone
 from .checkpoint import CheckpointError, CheckpointMismatchError
-from .layers import DepthwiseConv2d, LayerNorm2d, use_fused_cpu
+from .layers import DepthwiseConv2d, LayerNorm2d, maybe_drop_path, use_fused_cpu
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -102,7 +101,7 @@ class ConvNeXtBlock(nn.Module):
         self.pwconv2 = nn.Linear(hidden, dim)
         self.gamma = (nn.Parameter(torch.full((dim,), float(layer_scale_init)))
                       if layer_scale_init and layer_scale_init > 0 else None)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = maybe_drop_path(drop_path)
 
     def _pwconv2_weights(self) -> Tuple[Tensor, Tensor]:
         w, b = self.pwconv2.weight, self.pwconv2.bias
@@ -240,6 +239,20 @@ def _out_norms(sd: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], List[int]]:
 LAYOUTS = ('official', 'official-det', 'fcmae', 'timm', 'mmpretrain', 'mmpretrain-det', 'torchvision')
 
 
+_SHALLOW, _DEEP = (2, 2, 6, 2), (3, 3, 27, 3)
+
+
+def _size(depths: Sequence[int], width: int) -> dict:
+    """A size: blocks per stage and the widths C, 2C, 4C, 8C of the four stages."""
+    return dict(depths=list(depths), dims=[width * 2 ** i for i in range(4)])
+
+
+def _check_layer_scale(cls, arch: dict, value: float) -> None:
+    if cls.use_grn and value > 0:
+        raise ValueError(f'{cls.__name__} has no layer scale (GRN replaces it); '
+                         f'layer_scale_init_value must be None or 0, got {value}')
+
+
 # ---------------------------------------------------------------------------------------- the families
 @register_family
 class ConvNeXt(MultiScaleBackbone):
@@ -258,32 +271,21 @@ class ConvNeXt(MultiScaleBackbone):
     official detection backbones' ``norm0..3``; the official detection checkpoints restore them.
     """
     family = 'convnext'
+    default_arch = 'tiny'
     use_grn = False
-    arch_settings = {
-        'tiny': dict(depths=[3, 3, 9, 3], dims=[96, 192, 384, 768]),
-        'small': dict(depths=[3, 3, 27, 3], dims=[96, 192, 384, 768]),
-        'base': dict(depths=[3, 3, 27, 3], dims=[128, 256, 512, 1024]),
-        'large': dict(depths=[3, 3, 27, 3], dims=[192, 384, 768, 1536]),
-        'xlarge': dict(depths=[3, 3, 27, 3], dims=[256, 512, 1024, 2048]),
-    }
+    family_options = {'layer_scale_init_value': FamilyOption(key='layer_scale_init', convert=float,
+                                                             check=_check_layer_scale)}
+    arch_settings = {'tiny': _size([3, 3, 9, 3], 96), 'small': _size(_DEEP, 96), 'base': _size(_DEEP, 128),
+                     'large': _size(_DEEP, 192), 'xlarge': _size(_DEEP, 256)}
     arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large', 'xl': 'xlarge'}
     arch_defaults = dict(layer_scale_init=1e-6, mlp_ratio=4, kernel_size=7)
     classifier_prefixes = ('head.', 'norm.', 'classifier.', 'norm_pre.')
     # parts of an FCMAE pre-training file that are not the encoder
     ignored_checkpoint_keys = (r're:^decoder\.\d+\.', r're:^mask_token$', r're:^(proj|pred)\.(weight|bias)$')
 
-    def __init__(self, arch: Union[str, dict] = 'tiny', *args, layer_scale_init_value: Optional[float] = None,
-                 **kwargs):
-        name, settings = self.resolve_arch(arch)
-        if layer_scale_init_value is not None:
-            if self.use_grn and layer_scale_init_value > 0:
-                raise ValueError(f'{type(self).__name__} has no layer scale (GRN replaces it); '
-                                 f'layer_scale_init_value must be None or 0, got {layer_scale_init_value}')
-            settings = {**settings, 'layer_scale_init': float(layer_scale_init_value)}
-            arch = settings
-        super().__init__(arch, *args, **kwargs)
-        self.arch_name = name
-        self.layer_scale_init_value = self.arch['layer_scale_init']
+    @property
+    def layer_scale_init_value(self) -> float:
+        return self.arch['layer_scale_init']
 
     def _build(self, arch: dict, in_channels: int, dpr: List[float]) -> None:
         dims, depths = arch['dims'], arch['depths']
@@ -292,14 +294,8 @@ class ConvNeXt(MultiScaleBackbone):
         for i in range(3):
             self.downsample_layers.append(nn.Sequential(
                 LayerNorm2d(dims[i], eps=1e-6), nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2)))
-        self.stages = nn.ModuleList()
-        cur = 0
-        for i in range(4):
-            self.stages.append(nn.Sequential(*[
-                ConvNeXtBlock(dims[i], dpr[cur + j], arch['layer_scale_init'], self.use_grn, arch['mlp_ratio'],
-                              arch['kernel_size'])
-                for j in range(depths[i])]))
-            cur += depths[i]
+        self.stages = self.make_stages(depths, dpr, lambda i, j, dp: ConvNeXtBlock(
+            dims[i], dp, arch['layer_scale_init'], self.use_grn, arch['mlp_ratio'], arch['kernel_size']))
         self.apply(self._init_module)
 
     def no_weight_decay(self) -> List[str]:
@@ -375,10 +371,6 @@ class ConvNeXt(MultiScaleBackbone):
                                           f'layout): build ConvNeXt (type=\'ConvNeXt\' / \'convnext_<size>\'), '
                                           f'not {cls.__name__}')
 
-    def extra_repr(self) -> str:
-        return (super().extra_repr() + f', use_grn={self.use_grn}, '
-                f'layer_scale_init_value={self.layer_scale_init_value}')
-
 
 @register_family
 class ConvNeXtV2(ConvNeXt):
@@ -402,16 +394,10 @@ class ConvNeXtV2(ConvNeXt):
     """
     family = 'convnextv2'
     use_grn = True
-    arch_settings = {
-        'atto': dict(depths=[2, 2, 6, 2], dims=[40, 80, 160, 320]),
-        'femto': dict(depths=[2, 2, 6, 2], dims=[48, 96, 192, 384]),
-        'pico': dict(depths=[2, 2, 6, 2], dims=[64, 128, 256, 512]),
-        'nano': dict(depths=[2, 2, 8, 2], dims=[80, 160, 320, 640]),
-        'tiny': dict(depths=[3, 3, 9, 3], dims=[96, 192, 384, 768]),
-        'base': dict(depths=[3, 3, 27, 3], dims=[128, 256, 512, 1024]),
-        'large': dict(depths=[3, 3, 27, 3], dims=[192, 384, 768, 1536]),
-        'huge': dict(depths=[3, 3, 27, 3], dims=[352, 704, 1408, 2816]),
-    }
+    arch_settings = {'atto': _size(_SHALLOW, 40), 'femto': _size(_SHALLOW, 48), 'pico': _size(_SHALLOW, 64),
+                     'nano': _size([2, 2, 8, 2], 80),
+                     **{size: ConvNeXt.arch_settings[size] for size in ('tiny', 'base', 'large')},  # V1's
+                     'huge': _size(_DEEP, 352)}
     arch_aliases = {'a': 'atto', 'f': 'femto', 'p': 'pico', 'n': 'nano', 't': 'tiny', 'b': 'base',
                     'l': 'large', 'h': 'huge', 'convnext_pico': 'pico'}
     arch_defaults = dict(layer_scale_init=0.0, mlp_ratio=4, kernel_size=7)

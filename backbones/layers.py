@@ -1,7 +1,10 @@
 """Small layers shared by the families (pure PyTorch)."""
+from typing import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import DropPath
 
 
 def is_tracing() -> bool:
@@ -9,6 +12,18 @@ def is_tracing() -> bool:
     ``torch.jit.trace``). Per-size caches must then be bypassed: they would store traced placeholder
     tensors on the module and tie the graph to the traced input size."""
     return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def check_choice(what: str, value, choices: Sequence):
+    """``value`` if it is one of ``choices``, else a ValueError naming ``what`` and the valid values."""
+    if value not in choices:
+        raise ValueError(f'{what} must be one of {", ".join(map(repr, choices))}, got {value!r}')
+    return value
+
+
+def maybe_drop_path(rate: float) -> nn.Module:
+    """Stochastic depth of a residual branch (timm's ``DropPath``); ``nn.Identity`` at rate 0."""
+    return DropPath(rate) if rate > 0 else nn.Identity()
 
 
 class LayerNorm2d(nn.LayerNorm):

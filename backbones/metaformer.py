@@ -17,9 +17,10 @@ Every block: ``x = res_scale1(x) + DropPath(mixer(norm1(x)))``, then the same wi
 (Linear C->4C -> StarReLU -> Linear 4C->C, no biases). Res scales (learnable [C], init 1) exist only in
 stages 3-4; there is no layer scale. All block norms and the stem/downsample norms have a weight and no bias,
 eps 1e-6; the stem (conv 7x7 s4 p2) normalises after its conv, the downsamplers (conv 3x3 s2 p1) before it,
-both over C. The blocks run NHWC as in the official code; stage outputs are returned as NCHW views of that
-memory (``to_nchw``; channels_last strides, no copy) and the output norms are LayerNorms over channels on those
-maps. The 3x3 s2 p1 downsamplers round odd sizes up: 800x1333 gives 200x333, 100x167, 50x84, 25x42.
+both over C. The blocks run NHWC as in the official code (``stage_layout = 'nhwc'``: the stem and downsamplers
+hand on NCHW views of NHWC memory, channels_last strides, no copy) and the output norms are LayerNorms over
+channels on the stage outputs. The 3x3 s2 p1 downsamplers round odd sizes up: 800x1333 gives 200x333,
+100x167, 50x84, 25x42.
 
 Parameter names are the official sail-sg/metaformer ones (``downsample_layers.0.{conv,post_norm}``,
 ``downsample_layers.i.{pre_norm,conv}``, ``stages.s.b.{norm1,norm2,token_mixer.*,mlp.*,res_scale{1,2}.scale}``),
@@ -38,15 +39,14 @@ the global attention, which are not masked).
 """
 import math
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath
 
-from .base import MultiScaleBackbone
-from .layers import DepthwiseConv2d, is_tracing
+from .base import FamilyOption, MultiScaleBackbone
+from .layers import DepthwiseConv2d, check_choice, is_tracing, maybe_drop_path
 from .registry import register_family
 
 ATTN_IMPLS = ('sdpa', 'explicit')
@@ -162,7 +162,9 @@ def pointwise(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     return layer(x)
 
 
-class Mlp(nn.Module):
+class MetaFormerMlp(nn.Module):
+    """Linear C->rC -> StarReLU -> Linear rC->C, no biases (official ``Mlp``), on NHWC maps."""
+
     def __init__(self, dim: int, mlp_ratio: float = 4):
         super().__init__()
         hidden = int(mlp_ratio * dim)
@@ -219,7 +221,7 @@ class Attention(nn.Module):
         self.scale = head_dim ** -0.5
         self.qkv = nn.Linear(dim, self.attention_dim * 3, bias=False)
         self.proj = nn.Linear(self.attention_dim, dim, bias=False)
-        self.impl = _check_choice('attn_impl', impl, ATTN_IMPLS)
+        self.impl = check_choice('attn_impl', impl, ATTN_IMPLS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, _ = x.shape
@@ -248,7 +250,7 @@ def resample_token_mixing(matrix: torch.Tensor, src_hw: Tuple[int, int], dst_hw:
     so every output token is again a convex combination of input tokens (the official matrix is a row
     softmax). At ``dst_hw == src_hw`` the matrix is returned unchanged.
     """
-    mode = _check_choice('rand_resample', mode, RESAMPLE_MODES)
+    mode = check_choice('rand_resample', mode, RESAMPLE_MODES)
     (h0, w0), (H, W) = tuple(src_hw), tuple(dst_hw)
     if matrix.shape != (h0 * w0, h0 * w0):
         raise ValueError(f'matrix of shape {tuple(matrix.shape)} is not ({h0 * w0}, {h0 * w0}) for a {h0}x{w0} grid')
@@ -293,7 +295,7 @@ class RandomMixing(nn.Module):
         self.grid = (side, side)
         self.random_matrix = nn.Parameter(torch.softmax(torch.rand(num_tokens, num_tokens), dim=-1),
                                           requires_grad=False)
-        self.resample = _check_choice('rand_resample', resample, RESAMPLE_MODES)
+        self.resample = check_choice('rand_resample', resample, RESAMPLE_MODES)
         self.cache_size = int(cache_size)
         self._cache: 'OrderedDict[tuple, torch.Tensor]' = OrderedDict()
 
@@ -333,11 +335,11 @@ class MetaFormerBlock(nn.Module):
         norm_layer = JointNormNoBias if norm == 'hwc' else LayerNormNoBias
         self.norm1 = norm_layer(dim)
         self.token_mixer = mixer
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path1 = maybe_drop_path(drop_path)
         self.res_scale1 = Scale(dim, res_scale_init) if res_scale_init else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, mlp_ratio)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.mlp = MetaFormerMlp(dim, mlp_ratio)
+        self.drop_path2 = maybe_drop_path(drop_path)
         self.res_scale2 = Scale(dim, res_scale_init) if res_scale_init else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -346,8 +348,9 @@ class MetaFormerBlock(nn.Module):
         return x
 
 
-class Stem(nn.Module):
-    """Conv 7x7 s4 p2 (NCHW in) -> NHWC -> LayerNorm over C (weight only)."""
+class MetaFormerStem(nn.Module):
+    """Conv 7x7 s4 p2 -> LayerNorm over C (weight only, on the NHWC view). NCHW in and out (channels_last
+    memory)."""
 
     def __init__(self, in_channels: int, dim: int):
         super().__init__()
@@ -355,11 +358,11 @@ class Stem(nn.Module):
         self.post_norm = LayerNormNoBias(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.post_norm(self.conv(x).permute(0, 2, 3, 1))
+        return self.post_norm(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-class Downsample(nn.Module):
-    """LayerNorm over C (weight only, NHWC) -> conv 3x3 s2 p1 -> NHWC."""
+class MetaFormerDownsample(nn.Module):
+    """LayerNorm over C (weight only, on the NHWC view) -> conv 3x3 s2 p1. NCHW in and out."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
@@ -367,13 +370,16 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(in_dim, out_dim, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.pre_norm(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.conv(self.pre_norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
 
 
-def _check_choice(what: str, value, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f'{what} must be one of {", ".join(map(repr, choices))}, got {value!r}')
-    return value
+def _needs_mixer(kind: str, name: str):
+    """The ``check`` of a family keyword that only applies to ``kind`` token mixers."""
+    def check(cls, arch: dict, value) -> None:
+        if kind not in arch['token_mixers']:
+            raise ValueError(f'{name} applies to {kind} token mixers; {cls.__name__} (token_mixers '
+                             f'{tuple(arch["token_mixers"])}) has none')
+    return check
 
 
 # ---------------------------------------------------------------------------------------------- backbones
@@ -404,33 +410,30 @@ class MetaFormer(MultiScaleBackbone):
     ``rand_resample``, ``rand_cache_size``, ``sepconv_kernel``, ``sepconv_expansion``, ``pool_size``; missing
     keys take the family's values.
 
-    Keyword arguments beyond the shared contract: ``attn_impl`` ('sdpa' | 'explicit', attention families)
-    and ``rand_resample`` ('bilinear' | 'nearest' | 'none', random-mixing families) override the arch; both
-    can also be switched later with :meth:`set_attn_impl` / :meth:`set_rand_resample`.
+    Family keywords (:class:`~backbones.base.FamilyOption`; given, they override the arch's value):
+    ``attn_impl`` ('sdpa' | 'explicit', attention families) and ``rand_resample`` ('bilinear' | 'nearest' |
+    'none', random-mixing families); both can also be switched later with :meth:`set_attn_impl` /
+    :meth:`set_rand_resample`.
 
     Block norms of IdentityFormer / RandFormer / PoolFormerV2 run over (H, W, C) of each sample, so zero
     padding changes every feature of the image (see the module docstring); ConvFormer / CAFormer norms run
     over C.
     """
-    default_arch = ''
-
-    def __init__(self, arch=None, *args, attn_impl: Optional[str] = None, rand_resample: Optional[str] = None,
-                 **kwargs):
-        super().__init__(self.default_arch if arch is None else arch, *args, **kwargs)
-        if attn_impl is not None:
-            self.set_attn_impl(attn_impl)
-        if rand_resample is not None:
-            self.set_rand_resample(rand_resample)
+    stage_layout = 'nhwc'
+    family_options = {
+        'attn_impl': FamilyOption(choices=ATTN_IMPLS, check=_needs_mixer('attention', 'attn_impl'),
+                                  layers=(Attention, 'impl')),
+        'rand_resample': FamilyOption(choices=RESAMPLE_MODES, check=_needs_mixer('random', 'rand_resample'),
+                                      layers=(RandomMixing, 'resample')),
+    }
 
     def _build(self, arch: dict, in_channels: int, dpr: List[float]) -> None:
         dims, depths = arch['dims'], arch['depths']
-        mixers = [_check_choice('token_mixers entry', m, MIXERS) for m in arch['token_mixers']]
+        mixers = [check_choice('token_mixers entry', m, MIXERS) for m in arch['token_mixers']]
         res_init = list(arch['res_scale_init']) if isinstance(arch['res_scale_init'], (list, tuple)) \
             else [arch['res_scale_init']] * 4
         rand_tokens = list(arch['rand_tokens'])
-        norm = _check_choice('norm', arch['norm'], NORMS)
-        _check_choice('attn_impl', arch['attn_impl'], ATTN_IMPLS)
-        _check_choice('rand_resample', arch['rand_resample'], RESAMPLE_MODES)
+        norm = check_choice('norm', arch['norm'], NORMS)
         if len(mixers) != 4 or len(res_init) != 4 or len(rand_tokens) != 4:
             raise ValueError('token_mixers, res_scale_init and rand_tokens need 4 entries (one per stage)')
 
@@ -448,45 +451,21 @@ class MetaFormer(MultiScaleBackbone):
                 raise ValueError(f'stage {i} uses random mixing but rand_tokens[{i}] is {rand_tokens[i]!r}')
             return RandomMixing(rand_tokens[i], arch['rand_resample'], arch['rand_cache_size'])
 
-        self.downsample_layers = nn.ModuleList([Stem(in_channels, dims[0])])
+        self.downsample_layers = nn.ModuleList([MetaFormerStem(in_channels, dims[0])])
         for i in range(3):
-            self.downsample_layers.append(Downsample(dims[i], dims[i + 1]))
-        self.stages = nn.ModuleList()
-        cur = 0
-        for i in range(4):
-            self.stages.append(nn.Sequential(*[
-                MetaFormerBlock(dims[i], mixer(i), norm, arch['mlp_ratio'], dpr[cur + j], res_init[i])
-                for j in range(depths[i])]))
-            cur += depths[i]
+            self.downsample_layers.append(MetaFormerDownsample(dims[i], dims[i + 1]))
+        self.stages = self.make_stages(depths, dpr, lambda i, j, dp: MetaFormerBlock(
+            dims[i], mixer(i), norm, arch['mlp_ratio'], dp, res_init[i]))
         self.apply(self._init_module)
-
-    def to_nchw(self, x: torch.Tensor) -> torch.Tensor:
-        """An NCHW view of the NHWC stage output (channels_last strides, no copy)."""
-        return x.permute(0, 3, 1, 2)
 
     # ------------------------------------------------------------------ switches
     def set_attn_impl(self, impl: str) -> None:
         """'sdpa' (fused) or 'explicit' (materialised softmax(QK^T), as the official code) for every attention."""
-        _check_choice('attn_impl', impl, ATTN_IMPLS)
-        layers = [m for m in self.modules() if isinstance(m, Attention)]
-        if not layers:
-            raise ValueError(f'attn_impl applies to attention token mixers; {type(self).__name__}'
-                             f'(arch={self.arch_name!r}) has none')
-        for m in layers:
-            m.impl = impl
-        self.arch['attn_impl'] = impl
+        self.set_option('attn_impl', impl)
 
     def set_rand_resample(self, mode: str) -> None:
         """How random-mixing matrices are applied at token grids other than their own (see RandFormer)."""
-        _check_choice('rand_resample', mode, RESAMPLE_MODES)
-        layers = [m for m in self.modules() if isinstance(m, RandomMixing)]
-        if not layers:
-            raise ValueError(f'rand_resample applies to random-mixing token mixers; {type(self).__name__}'
-                             f'(arch={self.arch_name!r}) has none')
-        for m in layers:
-            m.resample = mode
-            m._cache.clear()
-        self.arch['rand_resample'] = mode
+        self.set_option('rand_resample', mode)
 
     # ------------------------------------------------------------------ checkpoints
     _LINEAR_AS_CONV = ('token_mixer.pwconv1.weight', 'token_mixer.pwconv2.weight', 'mlp.fc1.weight',
@@ -540,7 +519,6 @@ class IdentityFormer(MetaFormer):
     """IdentityFormer: identity token mixers, block norms over (H, W, C) (zero padding enters their
     statistics, see :class:`MetaFormer`). Sizes s12, s24, s36, m36, m48."""
     family = 'identityformer'
-    default_arch = 's12'
     arch_settings = _S_M
     arch_defaults = dict(_COMMON, token_mixers=('identity',) * 4, norm='hwc')
 
@@ -563,7 +541,6 @@ class RandFormer(MetaFormer):
     that. All five sizes hold one such matrix per stage-3 block (6-24 blocks).
     """
     family = 'randformer'
-    default_arch = 's12'
     arch_settings = _S_M
     arch_defaults = dict(_COMMON, token_mixers=('identity', 'identity', 'random', 'random'), norm='hwc')
 
@@ -573,7 +550,6 @@ class PoolFormerV2(MetaFormer):
     """PoolFormerV2: pooling token mixers (avgpool3x3(x) - x), block norms over (H, W, C) (zero padding
     enters their statistics, see :class:`MetaFormer`). Sizes s12, s24, s36, m36, m48."""
     family = 'poolformerv2'
-    default_arch = 's12'
     arch_settings = _S_M
     arch_defaults = dict(_COMMON, token_mixers=('pool',) * 4, norm='hwc')
 
@@ -582,7 +558,6 @@ class PoolFormerV2(MetaFormer):
 class ConvFormer(MetaFormer):
     """ConvFormer: SepConv token mixers (dw 7x7), block norms over C. Sizes s18, s36, m36, b36."""
     family = 'convformer'
-    default_arch = 's18'
     arch_settings = _CONV_SIZES
     arch_defaults = dict(_COMMON, token_mixers=('sepconv',) * 4, norm='c')
 
@@ -598,6 +573,5 @@ class CAFormer(MetaFormer):
     Padding tokens are attended (not masked), as in every global-attention detection backbone here.
     """
     family = 'caformer'
-    default_arch = 's18'
     arch_settings = _CONV_SIZES
     arch_defaults = dict(_COMMON, token_mixers=('sepconv', 'sepconv', 'attention', 'attention'), norm='c')

@@ -45,7 +45,8 @@ def build_backbone(name: str, **kwargs):
     """Build a backbone by table name (``'conv2former_t'``) or by family with ``arch=`` (``'Conv2Former'``).
 
     Keyword arguments are those of :class:`backbones.base.MultiScaleBackbone` (``out_indices``,
-    ``drop_path_rate``, ``frozen_stages``, ``norm_eval``, ``with_cp``, ``out_norm``, ``init_cfg``, ...).
+    ``drop_path_rate``, ``frozen_stages``, ``norm_eval``, ``with_cp``, ``out_norm``, ``init_cfg``, ...) and the
+    family's own (its ``family_options``, e.g. ``stage_norms`` of the unified models).
     """
     cls, arch = _split(name)
     if cls is None:

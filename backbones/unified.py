@@ -70,11 +70,9 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath
-from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from .base import MultiScaleBackbone
-from .layers import LayerNorm2d, is_tracing
+from .base import FamilyOption, MultiScaleBackbone
+from .layers import LayerNorm2d, is_tracing, maybe_drop_path
 from .registry import register_family
 
 STAGE_NORM_MODES = ('skip', 'keep')
@@ -82,7 +80,7 @@ DCN_IMPLS = ('auto', 'pytorch', 'mmcv')
 
 
 # ---------------------------------------------------------------------------------------------- shared layers
-class Mlp(nn.Module):
+class UnifiedMlp(nn.Module):
     """Linear -> GELU -> Linear on the last axis (official ``mlp.fc1`` / ``mlp.fc2``)."""
 
     def __init__(self, dim: int, hidden: int):
@@ -95,7 +93,7 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class Stem(nn.Module):
+class UnifiedStem(nn.Module):
     """conv 3x3 s2 (C/2) -> LN -> GELU -> conv 3x3 s2 (C) -> LN; keys ``stem.{0,1,3,4}``."""
 
     def __init__(self, in_channels: int, dim: int):
@@ -109,7 +107,7 @@ class Stem(nn.Module):
         return self.stem(x)
 
 
-class Downsample(nn.Module):
+class UnifiedDownsample(nn.Module):
     """conv 3x3 s2 (no bias) -> LN; keys ``reduction.{0,1}``."""
 
     def __init__(self, in_dim: int, out_dim: int):
@@ -119,10 +117,6 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reduction(x)
-
-
-def _drop_path(rate: float) -> nn.Module:
-    return DropPath(rate) if rate > 0 else nn.Identity()
 
 
 def _pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -146,15 +140,14 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Te
 
 
 # ---------------------------------------------------------------------------------------------- ConvNeXt
-class ConvNeXtBlock(nn.Module):
-    """The unified ConvNeXt block (``ConvNeXtV3Block`` in the official detection code). Runs NHWC: the stage
-    permutes once before its first block and back after its last.
+class UnifiedConvNeXtBlock(nn.Module):
+    """The unified ConvNeXt block (``ConvNeXtV3Block`` in the official detection code). NHWC in and out (the
+    family's ``stage_layout``: the stage permutes once before its first block and back after its last).
 
     ``x + g1 * 1x1(dw7x7(1x1(LN x)))``, then ``x + g2 * Linear(GELU(Linear(LN x)))``. The three convolutions
     run on a channels-last view of the NHWC map (oneDNN keeps that layout): no layout copies inside the block
     (the official block permutes to and from NCHW with ``.contiguous()``; same values within float rounding).
     """
-    nhwc = True
 
     def __init__(self, dim: int, drop_path: float, layer_scale_init: float, kernel_size: int = 7,
                  mlp_ratio: float = 4, **_):
@@ -169,7 +162,7 @@ class ConvNeXtBlock(nn.Module):
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(int(mlp_ratio * dim), dim)
         self.gamma_2 = nn.Parameter(torch.full((1, 1, 1, dim), float(layer_scale_init)))
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = maybe_drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C)."""
@@ -277,9 +270,9 @@ class SwinBlock(nn.Module):
         self.attn = WindowAttention(dim, num_heads, window_size)
         self.gamma_1 = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
         self.norm2 = LayerNorm2d(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = UnifiedMlp(dim, int(dim * mlp_ratio))
         self.gamma_2 = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = maybe_drop_path(drop_path)
         self._mask_cache: Tuple = (None, None)
 
     def _mask(self, H: int, W: int, device) -> torch.Tensor:
@@ -404,9 +397,9 @@ class HaloAttention(nn.Module):
 
 
 class HaloBlock(nn.Module):
-    """Pre-norm (nn.LayerNorm, eps 1e-5) Halo attention + MLP, layer scales [1, 1, 1, C]. Runs NHWC: the
-    stage permutes once before its first block and back after its last (as the official code)."""
-    nhwc = True
+    """Pre-norm (nn.LayerNorm, eps 1e-5) Halo attention + MLP, layer scales [1, 1, 1, C]. NHWC in and out (the
+    family's ``stage_layout``: the stage permutes once before its first block and back after its last, as the
+    official code)."""
 
     def __init__(self, dim: int, drop_path: float, layer_scale_init: float, num_heads: int,
                  block_size: int = 7, halo_size: int = 3, mlp_ratio: float = 4, **_):
@@ -415,9 +408,9 @@ class HaloBlock(nn.Module):
         self.attn = HaloAttention(dim, num_heads, block_size, halo_size)
         self.gamma_1 = nn.Parameter(torch.full((1, 1, 1, dim), float(layer_scale_init)))
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = UnifiedMlp(dim, int(dim * mlp_ratio))
         self.gamma_2 = nn.Parameter(torch.full((1, 1, 1, dim), float(layer_scale_init)))
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = maybe_drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
@@ -472,9 +465,9 @@ class PVTBlock(nn.Module):
         self.attn = SRAttention(dim, num_heads, sr_ratio, qkv_bias)
         self.gamma_1 = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = UnifiedMlp(dim, int(dim * mlp_ratio))
         self.gamma_2 = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = maybe_drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -650,10 +643,10 @@ class DCNv3Block(nn.Module):
         self.attn = DeformAttention(dim, num_heads, deform_points, dw_kernel, deform_padding, offsets_scaler,
                                     dcn_impl)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = UnifiedMlp(dim, int(dim * mlp_ratio))
         self.gamma1 = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
         self.gamma2 = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
-        self.drop_path = _drop_path(drop_path)
+        self.drop_path = maybe_drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)
@@ -671,7 +664,7 @@ class UnifiedMetaArch(MultiScaleBackbone):
     ConvNeXt: ``kernel_size``; DCNv3: ``deform_points``, ``dw_kernel``, ``deform_padding``); ``mlp_ratio`` and
     ``layer_scale_init`` for all.
 
-    Keyword arguments beyond the shared contract:
+    Family keywords (:class:`~backbones.base.FamilyOption`; also arch keys):
 
     ``stage_norms``
         ``'skip'`` (default, the official detection behaviour): no norm between stages; a checkpoint's
@@ -684,16 +677,7 @@ class UnifiedMetaArch(MultiScaleBackbone):
     ignored_checkpoint_keys = ('re:(^|\\.)attn_mask$', 're:\\.relative_position_index$')
     default_arch = 'tiny'
     arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base'}
-
-    def __init__(self, arch=None, *args, stage_norms: str = 'skip', **kwargs):
-        if stage_norms not in STAGE_NORM_MODES:
-            raise ValueError(f"stage_norms must be 'skip' (official detection: pretrained stage norms dropped) "
-                             f"or 'keep' (applied between stages as in classification), got {stage_norms!r}")
-        super().__init__(self.default_arch if arch is None else arch, *args, **kwargs)
-        self.stage_norms_mode = stage_norms
-        if stage_norms == 'keep':
-            self.stage_norms = nn.ModuleList(LayerNorm2d(d, eps=1e-6) for d in self.dims)
-            self._freeze_stages()
+    family_options = {'stage_norms': FamilyOption(choices=STAGE_NORM_MODES)}
 
     # ------------------------------------------------------------------ build
     def block_kwargs(self, arch: dict, stage: int) -> dict:
@@ -701,43 +685,29 @@ class UnifiedMetaArch(MultiScaleBackbone):
 
     def _build(self, arch: dict, in_channels: int, dpr: List[float]) -> None:
         dims, depths = arch['dims'], arch['depths']
-        self.downsample_layers = nn.ModuleList([Stem(in_channels, dims[0])])
+        self.downsample_layers = nn.ModuleList([UnifiedStem(in_channels, dims[0])])
         for i in range(3):
-            self.downsample_layers.append(Downsample(dims[i], dims[i + 1]))
-        self.stages = nn.ModuleList()
-        cur = 0
-        for i in range(4):
-            kw = {'mlp_ratio': arch['mlp_ratio'], **self.block_kwargs(arch, i)}
-            self.stages.append(nn.Sequential(*[
-                self.block_cls(dim=dims[i], drop_path=dpr[cur + j], layer_scale_init=arch['layer_scale_init'],
-                               depth=j, **kw)
-                for j in range(depths[i])]))
-            cur += depths[i]
+            self.downsample_layers.append(UnifiedDownsample(dims[i], dims[i + 1]))
+        kws = [{'mlp_ratio': arch['mlp_ratio'], **self.block_kwargs(arch, i)} for i in range(4)]
+        self.stages = self.make_stages(depths, dpr, lambda i, j, dp: self.block_cls(
+            dim=dims[i], drop_path=dp, layer_scale_init=arch['layer_scale_init'], depth=j, **kws[i]))
         self.apply(self._init_module)  # trunc-normal(0.02) weights, zero biases
         for m in self.modules():       # ... except the DCN projections, which keep their own init
             if isinstance(m, DeformAttention):
                 m.reset_parameters()
+        if arch['stage_norms'] == 'keep':
+            self.stage_norms = nn.ModuleList(LayerNorm2d(d, eps=1e-6) for d in dims)
 
     # ------------------------------------------------------------------ forward
     def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        nhwc = getattr(self.block_cls, 'nhwc', False)
-        if nhwc:
-            x = x.permute(0, 2, 3, 1)
-        if self.with_cp and self.training and torch.is_grad_enabled():
-            for block in self.stages[i]:
-                x = _checkpoint(block, x, use_reentrant=False)
-        else:
-            x = self.stages[i](x)
-        if nhwc:
-            x = x.permute(0, 3, 1, 2)
-        if getattr(self, 'stage_norms_mode', 'skip') == 'keep':
-            x = self.stage_norms[i](x)
-        return x
+        """The stage's blocks, then (``stage_norms='keep'``) its stage norm."""
+        x = super().forward_stage(i, x)
+        return self.stage_norms[i](x) if self.arch['stage_norms'] == 'keep' else x
 
     # ------------------------------------------------------------------ contract extensions
     def _frozen_modules(self) -> List[nn.Module]:
         mods = super()._frozen_modules()
-        if hasattr(self, 'stage_norms'):
+        if self.arch['stage_norms'] == 'keep':
             mods += [self.stage_norms[i] for i in range(min(self.frozen_stages, 4))]
         return mods
 
@@ -768,11 +738,8 @@ class UnifiedMetaArch(MultiScaleBackbone):
         keys = ('pos_embed', 'relative_position_bias_table', 'height_rel', 'width_rel')
         return [n for n, _ in self.named_parameters() if n.rsplit('.', 1)[-1] in keys]
 
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f', stage_norms={getattr(self, "stage_norms_mode", "skip")!r}'
 
-
-_COMMON = dict(mlp_ratio=4, layer_scale_init=1e-6)
+_COMMON = dict(mlp_ratio=4, layer_scale_init=1e-6, stage_norms='skip')
 _HEADS_32 = dict(micro=[1, 2, 4, 8], tiny=[3, 6, 12, 24], small=[3, 6, 12, 24], base=[4, 8, 16, 32])
 _DIMS = dict(micro=[32, 64, 128, 256], tiny=[96, 192, 384, 768], small=[96, 192, 384, 768],
              base=[128, 256, 512, 1024])
@@ -784,6 +751,7 @@ class UnifiedHalo(UnifiedMetaArch):
     Sizes micro, tiny, small, base. See the module docstring for the detection-specific behaviour."""
     family = 'unified_halo'
     block_cls = HaloBlock
+    stage_layout = 'nhwc'
     arch_settings = {s: dict(depths=d, dims=_DIMS[s], num_heads=_HEADS_32[s]) for s, d in
                      dict(micro=[2, 2, 9, 2], tiny=[2, 2, 6, 2], small=[2, 2, 18, 2], base=[2, 2, 18, 2]).items()}
     arch_defaults = dict(_COMMON, block_size=7, halo_size=3)
@@ -832,7 +800,8 @@ class UnifiedConvNeXt(UnifiedMetaArch):
     """U-ConvNeXt: the unified ConvNeXt block (LN -> 1x1 -> dw 7x7 -> 1x1, then an MLP; two residuals).
     Sizes micro, tiny, small, base (depths differ from the original ConvNeXt)."""
     family = 'unified_convnext'
-    block_cls = ConvNeXtBlock
+    block_cls = UnifiedConvNeXtBlock
+    stage_layout = 'nhwc'
     arch_settings = {
         'micro': dict(depths=[3, 3, 8, 3], dims=_DIMS['micro']),
         'tiny': dict(depths=[2, 2, 9, 2], dims=_DIMS['tiny']),
@@ -865,24 +834,14 @@ class UnifiedDCNv3(UnifiedMetaArch):
     arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
     arch_defaults = dict(_COMMON, deform_points=9, dw_kernel=3, deform_padding=True, offsets_scaler=1.0,
                          dcn_impl='auto')
-
-    def __init__(self, arch=None, *args, dcn_impl: Optional[str] = None, **kwargs):
-        super().__init__(arch, *args, **kwargs)
-        if dcn_impl is not None:
-            self.set_dcn_impl(dcn_impl)
+    family_options = dict(UnifiedMetaArch.family_options,
+                          dcn_impl=FamilyOption(choices=DCN_IMPLS, layers=(DeformAttention, 'impl')))
 
     def block_kwargs(self, arch, stage):
-        if arch['dcn_impl'] not in DCN_IMPLS:
-            raise ValueError(f'dcn_impl must be one of {DCN_IMPLS}, got {arch["dcn_impl"]!r}')
         return dict(super().block_kwargs(arch, stage), deform_points=arch['deform_points'],
                     dw_kernel=arch['dw_kernel'], deform_padding=arch['deform_padding'],
                     offsets_scaler=arch['offsets_scaler'], dcn_impl=arch['dcn_impl'])
 
     def set_dcn_impl(self, impl: str) -> None:
         """'auto' (mmcv's CUDA kernel on CUDA tensors when available, else grid_sample), 'pytorch', 'mmcv'."""
-        if impl not in DCN_IMPLS:
-            raise ValueError(f'dcn_impl must be one of {DCN_IMPLS}, got {impl!r}')
-        for m in self.modules():
-            if isinstance(m, DeformAttention):
-                m.impl = impl
-        self.arch['dcn_impl'] = impl
+        self.set_option('dcn_impl', impl)

@@ -52,6 +52,34 @@ def test_unknown_arch_lists_valid_ones():
         Conv2Former(arch=dict(dims=[8, 16, 24, 32]))
 
 
+def test_class_names_unique_across_backbones():
+    """One name, one class: a family's layers are named after it (UnifiedMlp, MetaFormerStem ...)."""
+    import ast
+    import pathlib
+    seen = {}
+    for path in sorted(pathlib.Path(__file__).parents[1].joinpath('backbones').glob('*.py')):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                assert node.name not in seen, f'{node.name} in {seen.get(node.name)} and {path.name}'
+                seen[node.name] = path.name
+    assert len(seen) > 40
+
+
+@pytest.mark.parametrize('family', sorted(families()))
+def test_family_keywords_declared_and_checked(family):
+    """Every family keyword has its default in arch_defaults (a valid choice); unknown keywords are a
+    TypeError listing the family's keywords and the shared ones."""
+    cls = families()[family]
+    arch = cls.resolve_arch(cls.default_arch or next(iter(cls.arch_settings)))[1]
+    for name, opt in cls.family_options.items():
+        assert (opt.key or name) in cls.arch_defaults, name
+        assert not opt.choices or arch[opt.key or name] in opt.choices, name
+    with pytest.raises(TypeError) as e:
+        cls(arch=arch, no_such_option=1)
+    assert 'no_such_option' in str(e.value) and 'out_indices' in str(e.value)
+    assert all(name in str(e.value) for name in cls.family_options)
+
+
 @pytest.mark.parametrize('kw', [dict(out_indices=(4,)), dict(out_indices=(-5,)), dict(out_indices=()),
                                 dict(out_indices=(1, 1)), dict(frozen_stages=5), dict(frozen_stages=-2),
                                 dict(drop_path_rate=1.5)])

@@ -95,6 +95,10 @@ def test_kwargs_and_arch_dict_switches():
     assert {a.token_mixer.impl for a in m.stages[2]} == {'explicit'} and m.arch['attn_impl'] == 'explicit'
     m = CAFormer(arch=dict(TINY, attn_impl='explicit'))
     assert m.stages[3][0].token_mixer.impl == 'explicit'
+    m.set_option('attn_impl', 'sdpa')  # what set_attn_impl does
+    assert m.stages[3][0].token_mixer.impl == 'sdpa' and m.arch['attn_impl'] == 'sdpa'
+    with pytest.raises(ValueError, match='cannot switch .norm.* switchable: attn_impl, rand_resample'):
+        m.set_option('norm', 'hwc')
     with pytest.raises(ValueError, match="attn_impl must be one of 'sdpa', 'explicit'"):
         CAFormer(arch=TINY, attn_impl='flash')
     with pytest.raises(ValueError, match='IdentityFormer.*has none'):

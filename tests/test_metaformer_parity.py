@@ -196,7 +196,7 @@ def test_convformer_s18_matches_timm_at_224():
     with torch.no_grad():
         for i in range(4):
             h = ours.downsample_layers[i](h)
-            out = ours.stages[i](h)
+            out = ours.forward_stage(i, h)  # NCHW in and out (the stages run NHWC)
             assert (out - h).norm() / h.norm() > 0.1, i
             h = out
 
