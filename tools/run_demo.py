@@ -54,9 +54,9 @@ def log(msg: str) -> None:
     print(f'[demo {time.strftime("%H:%M:%S")}] {msg}', flush=True)
 
 
-def run_step(cmd, log_file: str, env=None) -> None:
-    """Run a tool, echo its progress lines, keep the full output in ``log_file``."""
-    log('$ ' + ' '.join(cmd))
+def run_step(cmd, log_file: str, env=None, tag: str = '') -> None:
+    """Run a tool, echo its progress lines (prefixed with ``tag``), keep the full output in ``log_file``."""
+    log(f'{tag}$ ' + ' '.join(cmd))
     os.makedirs(osp.dirname(log_file), exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
     tail = []
@@ -67,11 +67,36 @@ def run_step(cmd, log_file: str, env=None) -> None:
             f.write(line)
             tail = (tail + [line])[-60:]
             if any(m in line for m in PROGRESS_MARKERS):
-                print('    ' + line.rstrip()[:220], flush=True)
+                print(f'    {tag}' + line.rstrip()[:220], flush=True)
         rc = proc.wait()
     if rc != 0:
         sys.stdout.write(''.join(tail))
-        raise SystemExit(f'step failed (exit code {rc}); full output in {log_file}')
+        raise StepFailed(f'step failed (exit code {rc}); full output in {log_file}')
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def run_parallel(jobs: dict) -> dict:
+    """Run ``{name: callable}`` at the same time (threads waiting on child processes); their results."""
+    import threading
+    results, errors = {}, {}
+
+    def call(name, fn):
+        try:
+            results[name] = fn()
+        except BaseException as e:  # noqa: B902 -- reported below, after the other job finished
+            errors[name] = e
+
+    threads = [threading.Thread(target=call, args=item) for item in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit('; '.join(f'{name}: {e}' for name, e in errors.items()))
+    return results
 
 
 def latest(pattern: str) -> str:
@@ -87,9 +112,13 @@ def newest_scalars(work_dir: str):
     return read_scalars(latest(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
 
 
-def train_and_test(task: str, config: str, work_dir: str, data_root: str, train_opts, vis_opts, procs: int = 1):
+def train_and_test(task: str, config: str, work_dir: str, data_root: str, train_opts, vis_opts, procs: int = 1,
+                   threads: int = 1):
     """Train with tools/train.py (``procs`` > 1: tools/dist_train.sh, torchrun with that many gloo processes
-    on CPU), evaluate and draw with tools/test.py; returns (metrics, info)."""
+    on CPU), evaluate and draw with tools/test.py; returns (metrics, info). Every process runs ``threads``
+    CPU threads (the detector and the segmentor train at the same time, one thread per process)."""
+    tag = f'[{task[:3]}] '
+    env = dict(OMP_NUM_THREADS=str(threads))
     py = sys.executable
     t0 = time.time()
     if procs > 1:  # the same total batch, split over the processes (as the config's batch is per GPU)
@@ -101,9 +130,9 @@ def train_and_test(task: str, config: str, work_dir: str, data_root: str, train_
     args = [config, '--work-dir', work_dir, '--data-root', data_root, '--cfg-options'] + train_opts
     if procs > 1:
         run_step(['bash', 'tools/dist_train.sh', args[0], str(procs)] + args[1:], osp.join(work_dir, 'train.log'),
-                 env=dict(PYTHON=py))
+                 env=dict(env, PYTHON=py), tag=tag)
     else:
-        run_step([py, 'tools/train.py'] + args, osp.join(work_dir, 'train.log'))
+        run_step([py, 'tools/train.py'] + args, osp.join(work_dir, 'train.log'), env=env, tag=tag)
     t_train = time.time() - t0
     ckpt = latest(osp.join(work_dir, '*.pth'))
     metrics_file = osp.join(work_dir, 'metrics.json')
@@ -111,7 +140,7 @@ def train_and_test(task: str, config: str, work_dir: str, data_root: str, train_
     t0 = time.time()
     run_step([py, 'tools/test.py', config, ckpt, '--work-dir', osp.join(work_dir, 'test'),
               '--data-root', data_root, '--metrics-out', metrics_file, '--show-dir', vis_dir]
-             + vis_opts, osp.join(work_dir, 'test.log'))
+             + vis_opts, osp.join(work_dir, 'test.log'), env=env, tag=tag)
     t_test = time.time() - t0
     with open(metrics_file) as f:
         metrics = json.load(f)
@@ -119,7 +148,7 @@ def train_and_test(task: str, config: str, work_dir: str, data_root: str, train_
     info = dict(checkpoint=ckpt, pictures_dir=vis_dir, pictures=pictures,
                 train_log=osp.join(work_dir, 'train.log'), test_log=osp.join(work_dir, 'test.log'),
                 train_seconds=round(t_train, 1), test_seconds=round(t_test, 1))
-    log(f'{task}: trained in {t_train / 60:.1f} min, evaluated in {t_test / 60:.1f} min')
+    log(f'{tag}{task}: trained in {t_train / 60:.1f} min, evaluated in {t_test / 60:.1f} min')
     return metrics, info
 
 
@@ -185,19 +214,16 @@ def main(argv=None):
                                       train_seconds=report['train_seconds'],
                                       log=osp.join(work_dir, 'pretrain', 'pretrain.log'))
         init_opts, start = [f'model.backbone.pretrained={ckpt}'], 'from the toy classifier checkpoint'
+    jobs = {}
     if args.only in (None, 'det'):
-        log(f'detection: Mask R-CNN + Conv2Former (toy), {start}')
         # evaluation happens once, in tools/test.py (with pictures), not at the end of training
         opts = ['train_cfg.val_begin=1000000'] + init_opts  # no validation at the last epoch either
         if args.det_epochs:
             opts += [f'train_cfg.max_epochs={args.det_epochs}']
-        metrics, info = train_and_test(
+        jobs['detection'] = lambda opts=opts: train_and_test(
             'detection', DET_CONFIG, osp.join(work_dir, 'det'), paths['coco_root'] + '/', opts, [],
             procs=args.det_procs)
-        results['detection'] = dict(metrics=metrics, **info)
-        curves['Mask R-CNN (toy COCO)'] = newest_scalars(osp.join(work_dir, 'det'))
     if args.only in (None, 'seg'):
-        log(f'segmentation: UperNet + Conv2Former (toy), {start}')
         opts = ['train_cfg.val_begin=1000000'] + init_opts
         if args.seg_iters:
             # the poly schedule (the config's scheduler 1) ends with the training; the 50-iteration
@@ -205,10 +231,16 @@ def main(argv=None):
             warm = min(50, max(1, args.seg_iters // 4))
             opts += [f'train_cfg.max_iters={args.seg_iters}', f'param_scheduler.0.end={warm}',
                      f'param_scheduler.1.begin={warm}', f'param_scheduler.1.end={args.seg_iters}']
-        metrics, info = train_and_test(
+        jobs['segmentation'] = lambda opts=opts: train_and_test(
             'segmentation', SEG_CONFIG, osp.join(work_dir, 'seg'), paths['ade_root'], opts,
             ['--show-interval', '5'], procs=args.seg_procs)
-        results['segmentation'] = dict(metrics=metrics, **info)
+    log(f'{" and ".join(jobs)} at the same time (one CPU thread per process), {start}: '
+        'Mask R-CNN + Conv2Former (toy), UperNet + Conv2Former (toy)')
+    for task, (metrics, info) in run_parallel(jobs).items():
+        results[task] = dict(metrics=metrics, **info)
+    if 'detection' in results:
+        curves['Mask R-CNN (toy COCO)'] = newest_scalars(osp.join(work_dir, 'det'))
+    if 'segmentation' in results:
         curves['UperNet (toy ADE)'] = newest_scalars(osp.join(work_dir, 'seg'))
 
     loss_png = osp.join(work_dir, 'loss_curves.png')
