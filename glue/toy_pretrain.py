@@ -115,7 +115,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.rot90(x, k, (2, 3)) if k else x
 
 
-def pretrain(config: str, out: str, steps: int = 600, batch_size: int = 64, lr: float = 2e-3,
+def pretrain(config: str, out: str, steps: int = 1200, batch_size: int = 64, lr: float = 2e-3,
              weight_decay: float = 0.05, size: int = 96, pool: int = 4096, num_val: int = 512,
              seed: int = 0, init: str = 'lecun', cfg_options=None, log_every: int = 50) -> dict:
     torch.manual_seed(seed)

@@ -19,7 +19,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('config', help='a config whose model.backbone is pretrained (e.g. configs/toy/...)')
     p.add_argument('--out', required=True, help='checkpoint to write (.pth)')
-    p.add_argument('--steps', type=int, default=600)
+    p.add_argument('--steps', type=int, default=1200)
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--lr', type=float, default=2e-3)
     p.add_argument('--weight-decay', type=float, default=0.05)
