@@ -286,7 +286,7 @@ class LoadReport:
         def short(keys: List[str]) -> str:
             if not keys:
                 return 'none'
-            groups = sorted({_group(k) for k in keys})
+            groups = sorted({key_group(k) for k in keys})
             return f'{len(keys)} ({", ".join(groups[:8])}{", ..." if len(groups) > 8 else ""})'
         return (f'loaded {self.loaded} tensors ({self.loaded_params:,} values) from {self.source} '
                 f'[{self.wrapper}, {self.layout} layout]; dropped classifier: {short(self.dropped_classifier)}; '
@@ -294,7 +294,7 @@ class LoadReport:
                 + (f'; SKIPPED (strict=False): {short(self.skipped)}' if self.skipped else ''))
 
 
-def _group(key: str) -> str:
+def key_group(key: str) -> str:
     """'out_norms.2.weight' -> 'out_norms.*', 'head.fc.weight' -> 'head.*'."""
     return key.split('.')[0] + '.*'
 
@@ -355,6 +355,23 @@ def _matches(key: str, patterns: Iterable[str]) -> bool:
     return any(key.startswith(p) if not p.startswith('re:') else re.search(p[3:], key) for p in patterns)
 
 
+def split_checkpoint_keys(model, sd: Dict[str, torch.Tensor]
+                          ) -> Tuple[Dict[str, torch.Tensor], List[str], List[str]]:
+    """``(kept, classifier keys, ignored keys)``: what :func:`load_pretrained` loads into ``model`` from a
+    (converted) state dict, and the keys it drops: the ImageNet classifier (``classifier_prefixes`` that the
+    model does not have) and buffers it does not keep (``ignored_checkpoint_keys``)."""
+    own = model.state_dict()
+    kept, classifier, ignored = {}, [], []
+    for k, v in sd.items():
+        if _matches(k, model.classifier_prefixes) and k not in own:
+            classifier.append(k)
+        elif _matches(k, model.ignored_checkpoint_keys):
+            ignored.append(k)
+        else:
+            kept[k] = v
+    return kept, classifier, ignored
+
+
 def _allowed_missing(key: str) -> bool:
     return key.startswith('out_norms.') or key.endswith('num_batches_tracked')
 
@@ -384,7 +401,8 @@ def guess_arch(cls, sd: Dict[str, torch.Tensor]) -> Optional[str]:
     return None
 
 
-def _fmt(keys: List[str], n: int = 12) -> str:
+def format_keys(keys: List[str], n: int = 12) -> str:
+    """The first ``n`` keys, comma-separated, and how many more there are."""
     return ', '.join(keys[:n]) + (f' ... (+{len(keys) - n} more)' if len(keys) > n else '')
 
 
@@ -403,24 +421,17 @@ def load_pretrained(model, checkpoint, prefix: Optional[str] = None, use_ema: bo
         wrapper += f", prefix '{used_prefix}'"
     sd, layout = type(model).convert_checkpoint(sd)
     report = LoadReport(source=source, wrapper=wrapper, layout=layout)
-    kept = {}
-    for k, v in sd.items():
-        if _matches(k, model.classifier_prefixes) and k not in model.state_dict():
-            report.dropped_classifier.append(k)
-        elif _matches(k, model.ignored_checkpoint_keys):
-            report.dropped_ignored.append(k)
-        else:
-            kept[k] = v
+    kept, report.dropped_classifier, report.dropped_ignored = split_checkpoint_keys(model, sd)
     missing, unexpected, shapes = compare(model, kept)
     if strict and (missing or unexpected or shapes):
         name = f"{type(model).__name__}(arch={model.arch_name!r})"
         lines = [f'checkpoint {source} does not match {name} ({layout} layout, {wrapper}):']
         if missing:
-            lines.append(f'  {len(missing)} missing keys: {_fmt(missing)}')
+            lines.append(f'  {len(missing)} missing keys: {format_keys(missing)}')
         if unexpected:
-            lines.append(f'  {len(unexpected)} unexpected keys: {_fmt(unexpected)}')
+            lines.append(f'  {len(unexpected)} unexpected keys: {format_keys(unexpected)}')
         if shapes:
-            lines.append(f'  {len(shapes)} shape mismatches: {_fmt(shapes, 6)}')
+            lines.append(f'  {len(shapes)} shape mismatches: {format_keys(shapes, 6)}')
         guess = guess_arch(type(model), kept)
         if guess is not None and guess != model.arch_name:
             lines.append(f"  the checkpoint matches arch={guess!r}: build {type(model).__name__}(arch={guess!r})")

@@ -64,3 +64,18 @@ def test_no_tool_imports_another_tool():
                 if re.search(r'^\s*(from tools\b|import tools\b)', open(path, encoding='utf-8').read(), re.M):
                     offenders.append(os.path.relpath(path, ROOT))
     assert not offenders, offenders
+
+
+def test_no_tool_imports_a_private_name():
+    """Tools are thin CLIs over the library's public functions: no ``from backbones.x import _helper``."""
+    import ast
+    offenders = []
+    for dirpath, _, files in os.walk(os.path.join(ROOT, 'tools')):
+        for f in files:
+            if f.endswith('.py'):
+                path = os.path.join(dirpath, f)
+                for node in ast.walk(ast.parse(open(path, encoding='utf-8').read())):
+                    if isinstance(node, ast.ImportFrom):
+                        offenders += [f'{os.path.relpath(path, ROOT)}: {node.module}.{a.name}' for a in node.names
+                                      if a.name.startswith('_') and not a.name.startswith('__')]
+    assert not offenders, offenders

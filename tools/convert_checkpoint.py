@@ -42,9 +42,9 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 import torch
 
 from backbones import build_backbone, families, get_family, hub, list_backbones
-from backbones.checkpoint import (CheckpointError, CheckpointMismatchError, _fmt, _group,
-                                  _matches, extract_state_dict, guess_arch, load_pretrained,
-                                  read_checkpoint, select_prefix)
+from backbones.checkpoint import (CheckpointError, CheckpointMismatchError, extract_state_dict, format_keys,
+                                  guess_arch, key_group, load_pretrained, read_checkpoint, select_prefix,
+                                  split_checkpoint_keys)
 
 
 class Refused(Exception):
@@ -96,10 +96,7 @@ def backbone_part(obj: dict, use_ema: bool, prefix) -> tuple:
 # ---------------------------------------------------------------------------------------------- guessing
 def _split_for(model, sd: dict) -> dict:
     """The keys load_pretrained keeps (classifier and ignored buffers dropped), output norms aside."""
-    own = model.state_dict()
-    return {k: v for k, v in sd.items()
-            if not (_matches(k, model.classifier_prefixes) and k not in own)
-            and not _matches(k, model.ignored_checkpoint_keys) and not k.startswith('out_norms.')}
+    return {k: v for k, v in split_checkpoint_keys(model, sd)[0].items() if not k.startswith('out_norms.')}
 
 
 def _meta_build(cls, arch):
@@ -308,10 +305,10 @@ def convert(args) -> dict:
     os.replace(tmp, args.dst)
 
     def names(keys, n=8):
-        return _fmt(sorted(keys), n)
+        return format_keys(sorted(keys), n)
 
     def groups(keys):
-        return ', '.join(sorted({_group(k) for k in keys})) if keys else 'none'
+        return ', '.join(sorted({key_group(k) for k in keys})) if keys else 'none'
 
     values = sum(v.numel() for k, v in out.items() if k in own)
     print(f'source:  {src}' + (f' (named checkpoint {entry.name}: {entry.url})' if entry else ''))
