@@ -165,8 +165,8 @@ def parse_args(argv=None):
                    help='train the detector with tools/dist_train.sh in this many gloo processes, as on that '
                    'many GPUs, each with 1/N of the config\'s batch (default 2; 1: tools/train.py)')
     p.add_argument('--seg-procs', type=int, default=1,
-                   help='the same for the segmentor (default 1: its pyramid-pooling BatchNorm needs the whole '
-                   'batch of 4 in one process)')
+                   help='the same for the segmentor (default 1: it trains beside the detector\'s processes, and '
+                   'its config\'s plain BN in the pyramid pooling needs the whole batch of 4 in one process)')
     p.add_argument('--num-train', type=int, default=160, help='images in the generated detection train set (default 160)')
     p.add_argument('--num-train-seg', type=int, default=160,
                    help='images in the generated segmentation train set (default 160; 640 and 1280 measured '
