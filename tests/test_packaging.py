@@ -55,27 +55,25 @@ def test_no_sys_path_insert_in_tools_or_tests():
     assert not offenders, offenders
 
 
-def test_no_tool_imports_another_tool():
-    offenders = []
+def _tool_files():
+    """(relative path, source) of every Python file under tools/."""
     for dirpath, _, files in os.walk(os.path.join(ROOT, 'tools')):
-        for f in files:
+        for f in sorted(files):
             if f.endswith('.py'):
                 path = os.path.join(dirpath, f)
-                if re.search(r'^\s*(from tools\b|import tools\b)', open(path, encoding='utf-8').read(), re.M):
-                    offenders.append(os.path.relpath(path, ROOT))
+                yield os.path.relpath(path, ROOT), open(path, encoding='utf-8').read()
+
+
+def test_no_tool_imports_another_tool():
+    offenders = [rel for rel, text in _tool_files()
+                 if re.search(r'^\s*(from tools\b|import tools\b)', text, re.M)]
     assert not offenders, offenders
 
 
 def test_no_tool_imports_a_private_name():
     """Tools are thin CLIs over the library's public functions: no ``from backbones.x import _helper``."""
     import ast
-    offenders = []
-    for dirpath, _, files in os.walk(os.path.join(ROOT, 'tools')):
-        for f in files:
-            if f.endswith('.py'):
-                path = os.path.join(dirpath, f)
-                for node in ast.walk(ast.parse(open(path, encoding='utf-8').read())):
-                    if isinstance(node, ast.ImportFrom):
-                        offenders += [f'{os.path.relpath(path, ROOT)}: {node.module}.{a.name}' for a in node.names
-                                      if a.name.startswith('_') and not a.name.startswith('__')]
+    offenders = [f'{rel}: {node.module}.{a.name}' for rel, text in _tool_files() for node in ast.walk(ast.parse(text))
+                 if isinstance(node, ast.ImportFrom)
+                 for a in node.names if a.name.startswith('_') and not a.name.startswith('__')]
     assert not offenders, offenders
