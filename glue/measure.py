@@ -124,3 +124,30 @@ def compare_outputs(ours_out, ref_out, rtol: float = 1e-4, atol: float = 1e-4) -
                            max_rel_diff=diff / scale if scale else diff, allclose=close))
     return dict(identical=ok, stages=stages, tolerance=f'rtol={rtol:g}, atol={atol:g}',
                 max_abs_diff=max((s.get('max_abs_diff', float('inf')) for s in stages), default=0.0))
+
+
+def tool_entry(main, memory_child, child_flag: str, child_tag: str) -> int:
+    """The ``__main__`` of a benchmark tool: run as ``TOOL CHILD_FLAG JSON`` it is the fresh memory-measuring
+    child process (prints ``child_tag`` + the JSON result of ``memory_child(spec)``); otherwise ``main()``."""
+    import json
+    if len(sys.argv) == 3 and sys.argv[1] == child_flag:
+        print(child_tag + json.dumps(memory_child(json.loads(sys.argv[2]))), flush=True)
+        return 0
+    return main()
+
+
+def resolve_device(dev: str, error=ValueError) -> torch.device:
+    """``'cpu'``, ``'cuda'`` or ``'cuda:N'`` as a device with an index, checked against this machine (``error``
+    with the reason otherwise)."""
+    if dev != 'cpu' and not (dev == 'cuda' or dev.startswith('cuda:')):
+        raise error(f"--device must be 'cpu', 'cuda' or 'cuda:N', not {dev!r}")
+    device = torch.device(dev)
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise error(f'--device {dev} requested but CUDA is not available '
+                        f'(torch {torch.__version__}, built with CUDA {torch.version.cuda})')
+        if device.index is None:  # torch.cuda.set_device needs an index
+            device = torch.device('cuda', torch.cuda.current_device())
+        if device.index >= torch.cuda.device_count():
+            raise error(f'--device {dev}: only {torch.cuda.device_count()} CUDA device(s)')
+    return device

@@ -43,6 +43,25 @@ def load_tool(relpath: str):
 _CONFIGS = {}
 
 
+def build_config_model(path: str, device='cpu'):
+    """``(cfg, model)``: a shipped detector or segmentor config built in its own registry scope on ``device``
+    (``'meta'``: no memory), the backbone's pretrained weights left out."""
+    import torch
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)  # runs custom_imports: registers the families
+    cfg.model.backbone.init_cfg = None
+    if cfg.default_scope == 'mmdet':
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    else:
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    from mmengine.registry import DefaultScope
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.device(device):
+        return cfg, MODELS.build(cfg.model)
+
+
 def load_config(path: str):
     """A shipped config read once per test process (its custom imports run, so the backbones are registered);
     callers must not modify it (``copy.deepcopy`` first)."""

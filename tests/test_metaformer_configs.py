@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from backbones import CAFormer, ConvFormer, IdentityFormer, PoolFormerV2, RandFormer, hub, recipes
-from conftest import ROOT, load_config
+from conftest import ROOT, build_config_model, load_config
 
-mmengine_config = pytest.importorskip('mmengine.config')
-Config = mmengine_config.Config
+pytest.importorskip('mmengine.config')
 
 FAMILIES = {'identityformer': IdentityFormer, 'randformer': RandFormer, 'poolformerv2': PoolFormerV2,
             'convformer': ConvFormer, 'caformer': CAFormer}
@@ -67,26 +66,11 @@ def test_config_values(path):
     assert ow.optimizer.weight_decay == 0.05 and 'num_layers' not in ow.paramwise_cfg
 
 
-def _build(path, device):
-    cfg = Config.fromfile(path)  # runs custom_imports: registers the families
-    cfg.model.backbone.init_cfg = None
-    if cfg.default_scope == 'mmdet':
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    else:
-        from mmseg.registry import MODELS
-        from mmseg.utils import register_all_modules
-    from mmengine.registry import DefaultScope
-    register_all_modules(init_default_scope=False)
-    with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.device(device):
-        return cfg, MODELS.build(cfg.model)
-
-
 @pytest.mark.parametrize('name', ['identityformer_s12_maskrcnn', 'poolformerv2_m48_cascade', 'convformer_b36_cascade',
                                   'caformer_m36_upernet', 'randformer_s24_upernet'])
 def test_build_on_meta(name):
     kind = 'seg' if name.endswith('upernet') else 'det'
-    cfg, model = _build(osp.join(ROOT, 'configs', kind, f'{name}.py'), 'meta')
+    cfg, model = build_config_model(osp.join(ROOT, 'configs', kind, f'{name}.py'), 'meta')
     family, size = name.split('_')[:2]
     assert type(model.backbone) is FAMILIES[family] and model.backbone.arch_name == size
     assert model.backbone.drop_path_rate == recipes.get(f'{kind}/{name}').drop_path
@@ -96,7 +80,7 @@ def test_randformer_detector_cpu_build_optimizer_and_forward():
     """Real build: the layer-decay constructor leaves the frozen random matrices out, the forward runs at a
     size whose grids differ from 14x14 / 7x7."""
     from mmengine.optim import build_optim_wrapper
-    cfg, model = _build(osp.join(ROOT, 'configs', 'det', 'randformer_s12_maskrcnn.py'), 'cpu')
+    cfg, model = build_config_model(osp.join(ROOT, 'configs', 'det', 'randformer_s12_maskrcnn.py'), 'cpu')
     assert model.backbone.stages[2][0].token_mixer.resample == 'bilinear'
     ow_cfg = copy.deepcopy(cfg.optim_wrapper)
     ow_cfg.type = 'OptimWrapper'

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from backbones import UnifiedConvNeXt, UnifiedDCNv3, UnifiedHalo, UnifiedPVT, UnifiedSwin, hub
-from conftest import ROOT, load_config
+from conftest import ROOT, build_config_model, load_config
 
-Config = pytest.importorskip('mmengine.config').Config
+pytest.importorskip('mmengine.config')
 
 MIXERS = {'halo': UnifiedHalo, 'pvt': UnifiedPVT, 'swin': UnifiedSwin, 'convnext': UnifiedConvNeXt,
           'dcn_v3': UnifiedDCNv3}
@@ -75,27 +75,12 @@ def test_config_values(path):
         assert cfg.model.type == ('CascadeRCNN' if kind == 'cascade' else 'MaskRCNN')
 
 
-def _build(path, device):
-    cfg = Config.fromfile(path)  # runs custom_imports: registers the families
-    cfg.model.backbone.init_cfg = None
-    if cfg.default_scope == 'mmdet':
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    else:
-        from mmseg.registry import MODELS
-        from mmseg.utils import register_all_modules
-    from mmengine.registry import DefaultScope
-    register_all_modules(init_default_scope=False)
-    with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.device(device):
-        return cfg, MODELS.build(cfg.model)
-
-
 @pytest.mark.parametrize('name', ['unified_halo_base_maskrcnn1x', 'unified_pvt_small_cascade',
                                   'unified_swin_tiny_maskrcnn', 'unified_dcn_v3_base_upernet',
                                   'unified_convnext_micro_upernet'])
 def test_build_on_meta(name):
-    cfg, model = _build(osp.join(ROOT, 'configs', 'seg' if name.endswith('upernet') else 'det', f'{name}.py'),
-                        'meta')
+    kind = 'seg' if name.endswith('upernet') else 'det'
+    cfg, model = build_config_model(osp.join(ROOT, 'configs', kind, f'{name}.py'), 'meta')
     assert type(model.backbone).__name__ == cfg.model.backbone.type
     assert model.backbone.arch_name == cfg.model.backbone.arch
 
@@ -104,7 +89,7 @@ def test_stm_1x_optimizer_groups_and_forward():
     """The STM 1x protocol: one lr everywhere (no layer decay); no decay on 1-D params and position tables."""
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
-    cfg, model = _build(osp.join(ROOT, 'configs', 'det', 'unified_pvt_micro_maskrcnn1x.py'), 'cpu')
+    cfg, model = build_config_model(osp.join(ROOT, 'configs', 'det', 'unified_pvt_micro_maskrcnn1x.py'), 'cpu')
     with DefaultScope.overwrite_default_scope('mmdet'):
         ow = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
     groups = ow.optimizer.param_groups

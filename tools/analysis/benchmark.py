@@ -64,7 +64,8 @@ import time
 import torch
 
 from glue.inference import Refused, check_file, init_inference_model, load_inference_config, test_pipeline_cfg
-from glue.measure import MIB, amp_dtype, measure_step_rss, summarize, sync
+from glue import measure as measure_lib
+from glue.measure import MIB, amp_dtype, measure_step_rss, summarize, sync, tool_entry
 
 CHILD_FLAG = '--_memory-child'
 CHILD_TAG = '@@WHOLE_MODEL_MEMORY@@ '
@@ -77,18 +78,7 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------------------ model and data
 def resolve_device(dev: str) -> torch.device:
-    if dev != 'cpu' and not (dev == 'cuda' or dev.startswith('cuda:')):
-        raise Refused(f"--device must be 'cpu', 'cuda' or 'cuda:N', not {dev!r}")
-    device = torch.device(dev)
-    if device.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise Refused(f'--device {dev} requested but CUDA is not available '
-                          f'(torch {torch.__version__}, built with CUDA {torch.version.cuda})')
-        if device.index is None:
-            device = torch.device('cuda', torch.cuda.current_device())
-        if device.index >= torch.cuda.device_count():
-            raise Refused(f'--device {dev}: only {torch.cuda.device_count()} CUDA device(s)')
-    return device
+    return measure_lib.resolve_device(dev, Refused)
 
 
 def pipeline_for(cfg, shape, keep_resize: bool) -> list:
@@ -346,7 +336,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    if len(sys.argv) == 3 and sys.argv[1] == CHILD_FLAG:
-        print(CHILD_TAG + json.dumps(memory_child(json.loads(sys.argv[2]))), flush=True)
-        sys.exit(0)
-    sys.exit(main())
+    sys.exit(tool_entry(main, memory_child, CHILD_FLAG, CHILD_TAG))

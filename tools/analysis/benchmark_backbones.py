@@ -102,7 +102,7 @@ import time
 import torch
 
 from glue.measure import (MIB, amp_dtype, compare_outputs, compile_options, load_same_weights, measure_step_rss,
-                          proc_status_kib, relative_errors, summarize, sync)
+                          proc_status_kib, relative_errors, resolve_device, summarize, sync, tool_entry)
 
 MODES = ('fwd', 'fwdbwd')
 MODE_LABEL = {'fwd': 'fwd', 'fwdbwd': 'fwd+bwd'}
@@ -312,18 +312,7 @@ def parse_args(argv=None):
 
 def resolve(args):
     """Validate everything before measuring anything. Returns (device, [(ours, [timm names])])."""
-    dev = args.device
-    if dev != 'cpu' and not (dev == 'cuda' or dev.startswith('cuda:')):
-        raise UsageError(f"--device must be 'cpu', 'cuda' or 'cuda:N', not {dev!r}")
-    device = torch.device(dev)
-    if device.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise UsageError(f'--device {dev} requested but CUDA is not available '
-                             f'(torch {torch.__version__}, built with CUDA {torch.version.cuda})')
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f'--device {dev}: only {torch.cuda.device_count()} CUDA device(s)')
-        if device.index is None:  # torch.cuda.set_device needs an index
-            device = torch.device('cuda', torch.cuda.current_device())
+    device = resolve_device(args.device, UsageError)
 
     from backbones import build_backbone, list_backbones
     valid = list_backbones()
@@ -670,7 +659,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    if len(sys.argv) == 3 and sys.argv[1] == CHILD_FLAG:
-        print(CHILD_TAG + json.dumps(memory_child(json.loads(sys.argv[2]))), flush=True)
-        sys.exit(0)
-    sys.exit(main())
+    sys.exit(tool_entry(main, memory_child, CHILD_FLAG, CHILD_TAG))
