@@ -271,3 +271,11 @@ def parse_with_common_args(parser: argparse.ArgumentParser, argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+def write_json(path: str, obj, indent: int = 2) -> None:
+    """A tool's ``--json`` output: ``obj`` written to ``path``, its folder created."""
+    import json
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(obj, f, indent=indent)

@@ -53,7 +53,6 @@ import contextlib
 import copy
 import gc
 import json
-import os
 import os.path as osp
 import platform
 import subprocess
@@ -66,6 +65,7 @@ import torch
 from glue.inference import Refused, check_file, init_inference_model, load_inference_config, test_pipeline_cfg
 from glue import measure as measure_lib
 from glue.measure import MIB, amp_dtype, measure_step_rss, summarize, sync, tool_entry
+from glue.runtime import write_json
 
 CHILD_FLAG = '--_memory-child'
 CHILD_TAG = '@@WHOLE_MODEL_MEMORY@@ '
@@ -328,9 +328,7 @@ def main(argv=None) -> int:
         return 2
     report(meta, result, args)
     if args.json:
-        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(dict(meta=meta, result=result, images_per_s=result['images_per_s']), f, indent=2)
+        write_json(args.json, dict(meta=meta, result=result, images_per_s=result['images_per_s']))
         print(f'raw numbers written to {args.json}')
     return 0
 

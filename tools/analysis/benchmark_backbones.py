@@ -92,7 +92,6 @@ import argparse
 import contextlib
 import gc
 import json
-import os
 import os.path as osp
 import platform
 import subprocess
@@ -103,6 +102,7 @@ import torch
 
 from glue.measure import (MIB, amp_dtype, compare_outputs, compile_options, load_same_weights, measure_step_rss,
                           proc_status_kib, relative_errors, resolve_device, summarize, sync, tool_entry)
+from glue.runtime import write_json
 
 MODES = ('fwd', 'fwdbwd')
 MODE_LABEL = {'fwd': 'fwd', 'fwdbwd': 'fwd+bwd'}
@@ -646,10 +646,7 @@ def main(argv=None) -> int:
                 tail = '  -> same as ours' if e['shapes_match_ours'] else '  -> DIFFERENT from ours'
             print(f'  {e["label"]}: {shapes}{tail}')
     if args.json:
-        d = osp.dirname(osp.abspath(args.json))
-        os.makedirs(d, exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(dict(meta=meta, results=results, ratios=ratios), f, indent=2)
+        write_json(args.json, dict(meta=meta, results=results, ratios=ratios))
         print(f'\nraw numbers written to {args.json}')
     different = [e['label'] for e in results if e.get('same_weights') and not e['same_weights']['identical']]
     if different:

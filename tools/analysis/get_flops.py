@@ -8,11 +8,11 @@ Examples::
     python tools/analysis/get_flops.py configs/det/caformer_s18_cascade.py --device cpu --json f.json
 """
 import argparse
-import json
 import os.path as osp
 import sys
 
 from glue.flops import format_result, get_flops
+from glue.runtime import write_json
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
@@ -44,8 +44,7 @@ def main(argv=None):
     res = get_flops(args.config, shape, args.device, args.cfg_options)
     print(format_result(res))
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(res, f, indent=2)
+        write_json(args.json, res)
     return res
 
 

@@ -9,9 +9,9 @@ pixel (what a decode head starts from) and pooled over each shape (what a RoI he
 Without ``--checkpoint`` the backbone keeps its random initialisation (the baseline).
 """
 import argparse
-import json
 
 from glue.toy_feature_probe import probe
+from glue.runtime import write_json
 
 
 def main(argv=None):
@@ -29,8 +29,7 @@ def main(argv=None):
         print(f'  {name:9s} per pixel {r["pixel"][0]:5.1f} / {r["pixel"][1]:5.1f}   '
               f'pooled per shape {r["pooled"][0]:5.1f} / {r["pooled"][1]:5.1f}')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(res, f, indent=1)
+        write_json(args.json, res, indent=1)
     return res
 
 
