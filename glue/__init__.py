@@ -14,6 +14,7 @@ mmcv_ops.install()  # before anything imports mmcv.ops: mmcv-lite gets its ops o
 from backbones import families  # noqa: E402
 
 from .channels import ChannelMismatchError, check_model_channels  # noqa: E402
+from .memory_format import ChannelsLastDDP, ChannelsLastHook  # noqa: E402
 from .checkpoints import read_runner_checkpoint, use_safe_checkpoint_loader  # noqa: E402
 from .optim import LayerDecayOptimWrapperConstructor  # noqa: E402
 from .resume import RNGStateHook, find_resume_checkpoint, prepare_resume  # noqa: E402
@@ -21,7 +22,7 @@ from .sync_bn import CPUSyncBatchNorm, register_cpu_sync_bn  # noqa: E402
 
 __all__ = ['register', 'LayerDecayOptimWrapperConstructor', 'read_runner_checkpoint', 'use_safe_checkpoint_loader',
            'check_model_channels', 'ChannelMismatchError', 'RNGStateHook', 'find_resume_checkpoint', 'prepare_resume',
-           'CPUSyncBatchNorm']
+           'CPUSyncBatchNorm', 'ChannelsLastHook']
 
 
 class _MMLoggerBridge(logging.Handler):
@@ -61,5 +62,9 @@ def register(models, optim_constructors) -> None:
     use_safe_checkpoint_loader()
     register_cpu_sync_bn()  # norm_cfg type 'CPUSyncBN' (distributed CPU runs, see glue.runtime)
     from mmengine.registry import HOOKS
-    if HOOKS.module_dict.get('RNGStateHook') is not RNGStateHook:
-        HOOKS.register_module(name='RNGStateHook', module=RNGStateHook, force=True)
+    for hook in (RNGStateHook, ChannelsLastHook):
+        if HOOKS.module_dict.get(hook.__name__) is not hook:
+            HOOKS.register_module(name=hook.__name__, module=hook, force=True)
+    from mmengine.registry import MODEL_WRAPPERS
+    if MODEL_WRAPPERS.module_dict.get(ChannelsLastDDP.__name__) is not ChannelsLastDDP:
+        MODEL_WRAPPERS.register_module(name=ChannelsLastDDP.__name__, module=ChannelsLastDDP, force=True)

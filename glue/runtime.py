@@ -194,12 +194,14 @@ def set_work_dir(cfg, config_path: str, work_dir=None) -> None:
 
 def prepare_config(cfg, config_path: str, launcher: str = 'none', work_dir=None) -> None:
     from .channels import check_model_channels
+    from .memory_format import use_channels_last_ddp
     from .resume import prepare_resume
 
     check_model_channels(cfg.get('model'))  # neck/head in_channels vs backbone out_channels, named
     cfg.launcher = launcher
     set_work_dir(cfg, config_path, work_dir)
     adapt_to_cpu(cfg, launcher)
+    use_channels_last_ddp(cfg, launcher)  # ChannelsLastHook: convert before DDP lays out its buckets
     sanitize_dataloaders(cfg)
     prepare_resume(cfg)  # generator states in checkpoints; --resume: newest complete checkpoint
 

@@ -21,7 +21,7 @@ from conftest import ROOT, load_tool
 SEG_TOY = 'configs/toy/conv2former_toy_upernet.py'
 DET_TOY = 'configs/toy/conv2former_toy_maskrcnn.py'
 RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-TOY_SCALES = [(140, 112), (210, 168), (280, 224), (350, 280), (420, 336), (490, 392)]  # (280, 224) x RATIOS
+TOY_SCALES = [(160, 128), (240, 192), (320, 256), (400, 320), (480, 384), (560, 448)]  # (320, 256) x RATIOS
 
 
 def _load(config):

@@ -16,7 +16,7 @@ metainfo = dict(
     classes=('circle', 'square', 'triangle'),
     palette=[(220, 20, 60), (0, 128, 255), (60, 180, 75)])
 img_scale = (256, 256)
-max_epochs = 12
+max_epochs = 8  # 12 gave bbox mAP 0.72: 8 keeps it above 0.6 in two thirds of the time (docs/demo.md)
 base_lr = 1e-3
 
 # A small Conv2Former trained from scratch (no pretrained weights offline); thin FPN and heads.
