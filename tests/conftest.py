@@ -142,6 +142,21 @@ def det_batch(n: int = 2, h: int = 160, w: int = 192) -> dict:
     return dict(inputs=[torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8) for _ in range(n)],
                 data_samples=samples)
 
+def seg_batch(n: int = 2, h: int = 96, w: int = 128, num_classes: int = 150) -> dict:
+    """A seeded mmseg batch (uint8 images, random labels 0..num_classes-1) for loss / predict steps."""
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(n):
+        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=g))
+        samples.append(s)
+    return dict(inputs=[torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8) for _ in range(n)],
+                data_samples=samples)
+
+
 class LoopbackServer:
     """An HTTP server on 127.0.0.1 (a free port) serving ``files`` (path -> bytes), started inside a test.
 

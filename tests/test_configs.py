@@ -87,7 +87,7 @@ def test_config_consistent(path):
     if det:
         assert list(cfg.model.neck.in_channels) == out
     else:
-        assert list(cfg.model.decode_head.in_channels) == out
+        assert list(cfg.model.decode_head.in_channels) == [out[i] for i in cfg.model.decode_head.in_index]
         assert cfg.model.auxiliary_head.in_channels == out[cfg.model.auxiliary_head.in_index]
     # one obvious place names the checkpoint
     assert bb.init_cfg == dict(type='Pretrained', checkpoint=cfg.checkpoint_file)
@@ -304,7 +304,7 @@ def test_build_conv2former_cpu_with_optimizer(path):
 # ------------------------------------------------------------------------- toy configs
 @pytest.mark.parametrize('path', TOY_CONFIGS, ids=_name)
 def test_toy_configs(path):
-    """Toy configs inherit the real N configs and swap data, schedule, precision, BN, weights."""
+    """Toy configs inherit the real N configs and swap data, schedule, precision, BN (detector), weights."""
     det = 'maskrcnn' in _name(path)
     parent = 'det/conv2former_n_maskrcnn.py' if det else 'seg/conv2former_n_upernet.py'
     assert f"_base_ = '../{parent}'" in open(path).read()
@@ -314,7 +314,10 @@ def test_toy_configs(path):
     assert bb.type == 'Conv2Former' and isinstance(bb.arch, dict) and bb.init_cfg is None
     assert cfg.optim_wrapper.type == 'OptimWrapper'
     assert cfg.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
-    assert 'SyncBN' not in str(cfg.model)
+    if det:
+        assert 'SyncBN' not in str(cfg.model)
+    else:  # the recipe's SyncBN in the heads: BN in one process, CPU SyncBN under a launcher (glue.runtime)
+        assert cfg.model.decode_head.norm_cfg.type == cfg.model.auxiliary_head.norm_cfg.type == 'SyncBN'
     assert cfg.train_dataloader.dataset.data_root.startswith('data/toy/')
     model = _build(cfg, 'meta')
     out = list(model.backbone.out_channels)
@@ -324,7 +327,7 @@ def test_toy_configs(path):
         assert cfg.model.roi_head.mask_head.num_classes == 3
         assert cfg.val_evaluator.ann_file.startswith('data/toy/coco/')
     else:
-        assert list(cfg.model.decode_head.in_channels) == out
+        assert list(cfg.model.decode_head.in_channels) == [out[i] for i in cfg.model.decode_head.in_index]
         assert cfg.model.auxiliary_head.in_channels == out[2]
         assert cfg.model.decode_head.num_classes == 4
         assert cfg.train_dataloader.dataset.reduce_zero_label

@@ -12,7 +12,7 @@ pytest.importorskip('mmseg')
 
 from mmengine.config import Config  # noqa: E402
 
-from conftest import det_batch  # noqa: E402
+from conftest import det_batch, seg_batch  # noqa: E402
 from glue import mmcv_ops  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -22,19 +22,6 @@ TINY = dict(type='Conv2Former', arch=dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 
 # the same heads (they differ in schedule and data only)
 RECIPES = ['det/conv2former_t_maskrcnn.py', 'det/conv2former_t_cascade.py', 'seg/conv2former_t_upernet.py']
 LITE = mmcv_ops.compiled_mmcv_ops() is None
-
-
-def _seg_batch(n, h, w):
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    g = torch.Generator().manual_seed(0)
-    samples = []
-    for _ in range(n):
-        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
-        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, h, w), generator=g))
-        samples.append(s)
-    return dict(inputs=[torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8) for _ in range(n)],
-                data_samples=samples)
 
 
 def _tiny(cfg):
@@ -77,7 +64,7 @@ def test_recipe_trains_and_predicts_on_provided_ops(rel):
         model.init_weights()
         model.train()
         det = cfg.default_scope == 'mmdet'
-        data = det_batch(2, 128, 160) if det else _seg_batch(2, 128, 160)
+        data = det_batch(2, 128, 160) if det else seg_batch(2, 128, 160)
         data = model.data_preprocessor(data, training=True)
         losses = model(**data, mode='loss')
         total = sum(v.sum() if torch.is_tensor(v) else sum(v) for k, v in losses.items() if 'loss' in k)
@@ -85,7 +72,7 @@ def test_recipe_trains_and_predicts_on_provided_ops(rel):
         total.backward()
         model.eval()
         with torch.no_grad():
-            data = det_batch(1, 128, 160) if det else _seg_batch(1, 128, 160)
+            data = det_batch(1, 128, 160) if det else seg_batch(1, 128, 160)
             preds = model(**model.data_preprocessor(data, training=False), mode='predict')
     assert len(preds) == 1
     if not LITE:

@@ -11,7 +11,7 @@ pytest.importorskip('mmseg')
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
-from conftest import det_batch  # noqa: E402
+from conftest import det_batch, seg_batch  # noqa: E402
 from glue import memory_format, mmcv_ops  # noqa: E402
 
 SEG = 'configs/toy/conv2former_toy_upernet.py'
@@ -38,19 +38,6 @@ def _build(path, bn=False):
     return cfg, model
 
 
-def _seg_batch(n=2, h=96, w=128):
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    g = torch.Generator().manual_seed(0)
-    samples = []
-    for _ in range(n):
-        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
-        s.gt_sem_seg = PixelData(data=torch.randint(0, 4, (1, h, w), generator=g))
-        samples.append(s)
-    return dict(inputs=[torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8) for _ in range(n)],
-                data_samples=samples)
-
-
 def _losses_and_grads(model, batch):
     buffers = {n: b.clone() for n, b in model.named_buffers()}
     model.train()
@@ -74,7 +61,7 @@ def _heads_are_channels_last(model):
 
 def test_segmentor_same_loss_gradients_and_logits():
     _, model = _build(SEG, bn=True)
-    batch = _seg_batch()
+    batch = seg_batch(num_classes=4)
     loss0, grads0 = _losses_and_grads(model, batch)
     model.eval()
     with torch.no_grad():

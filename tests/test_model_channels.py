@@ -45,8 +45,8 @@ def test_out_indices_change_the_expected_list():
 
 
 @pytest.mark.parametrize('head,value,match', [
-    ('decode_head', [32, 64, 128, 128], r'decode_head \(UPerHead\) in_channels \[32, 64, 128, 128\].*give '
-                                        r'\[32, 64, 128, 256\]'),
+    ('decode_head', [64, 128, 128], r'decode_head \(UPerHead\) in_channels \[64, 128, 128\].*give '
+                                    r'\[64, 128, 256\]'),
     ('auxiliary_head', 64, r'auxiliary_head \(FCNHead\) in_channels 64 \(in_index 2\).*give 128'),
 ])
 def test_seg_head_mismatch(head, value, match):
@@ -55,7 +55,7 @@ def test_seg_head_mismatch(head, value, match):
     with pytest.raises(ChannelMismatchError, match=match):
         check_model_channels(cfg.model)
     cfg = load_config(SEG)
-    cfg.model[head].in_index = 7 if head == 'auxiliary_head' else [0, 1, 2, 7]
+    cfg.model[head].in_index = 7 if head == 'auxiliary_head' else [1, 2, 7]
     with pytest.raises(ChannelMismatchError, match='points outside the 4 maps'):
         check_model_channels(cfg.model)
 

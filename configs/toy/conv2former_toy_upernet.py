@@ -91,6 +91,9 @@ val_dataloader = dict(
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
+# the decode head reads stages 2-4, so the backbone's stage-1 output norm gets no gradient: DDP (--seg-procs 2,
+# tests/test_dist_reproducible.py) must be told
+find_unused_parameters = True
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
