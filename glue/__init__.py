@@ -22,7 +22,7 @@ from .sync_bn import CPUSyncBatchNorm, register_cpu_sync_bn  # noqa: E402
 
 __all__ = ['register', 'LayerDecayOptimWrapperConstructor', 'read_runner_checkpoint', 'use_safe_checkpoint_loader',
            'check_model_channels', 'ChannelMismatchError', 'RNGStateHook', 'find_resume_checkpoint', 'prepare_resume',
-           'CPUSyncBatchNorm', 'ChannelsLastHook']
+           'CPUSyncBatchNorm', 'ChannelsLastHook', 'ChannelsLastDDP']
 
 
 class _MMLoggerBridge(logging.Handler):

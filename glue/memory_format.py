@@ -25,12 +25,9 @@ Refused for models with mmcv's compiled RoIAlign: its CPU kernel indexes raw NCH
 channels_last maps wrongly (measured against mmcv 2.1.0, see tests/test_mmcv_ops.py). The ops that
 ``glue.mmcv_ops`` provides under mmcv-lite (torchvision's) read any layout correctly.
 """
+from .resume import _hook_base, has_custom_hook
+
 __all__ = ['ChannelsLastHook', 'ChannelsLastDDP', 'to_channels_last', 'use_channels_last_ddp']
-
-
-def _hook_base():
-    from mmengine.hooks import Hook
-    return Hook
 
 
 def _ddp_base():
@@ -106,18 +103,12 @@ class ChannelsLastDDP(_ddp_base()):
         super().__init__(module=module, **kwargs)
 
 
-def has_channels_last_hook(cfg) -> bool:
-    return any(isinstance(h, dict) and str(h.get('type', '')).split('.')[-1] == ChannelsLastHook.__name__
-               for h in cfg.get('custom_hooks') or [])
-
-
 def use_channels_last_ddp(cfg, launcher: str) -> bool:
     """With ``ChannelsLastHook`` in a distributed run, wrap the model in :class:`ChannelsLastDDP`; True if so."""
-    if launcher == 'none' or not has_channels_last_hook(cfg):
+    from .runtime import ddp_wrapper_cfg
+    if launcher == 'none' or not has_custom_hook(cfg, ChannelsLastHook.__name__):
         return False
-    wrapper = cfg.get('model_wrapper_cfg') or dict(
-        type='MMDistributedDataParallel', broadcast_buffers=False,
-        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper = ddp_wrapper_cfg(cfg)
     if str(wrapper.get('type', '')).split('.')[-1] not in ('MMDistributedDataParallel', ChannelsLastDDP.__name__):
         return False  # another wrapper (FSDP, a user's own): the hook converts after wrapping
     wrapper['type'] = ChannelsLastDDP.__name__

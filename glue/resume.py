@@ -67,6 +67,12 @@ def _hook_base():
     return Hook
 
 
+def has_custom_hook(cfg, name: str) -> bool:
+    """Whether the config's ``custom_hooks`` hold a hook of type ``name`` (a scope prefix is ignored)."""
+    return any(isinstance(h, dict) and str(h.get('type', '')).split('.')[-1] == name
+               for h in cfg.get('custom_hooks') or [])
+
+
 class RNGStateHook(_hook_base()):
     """Save the generator states with every checkpoint; restore them when resuming (see module doc)."""
 
@@ -136,10 +142,8 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
 def prepare_resume(cfg) -> None:
     """Add :class:`RNGStateHook` to the config's custom hooks (idempotent) and, for ``resume=True`` without
     a path (``--resume`` / ``--resume auto``), pick the newest complete checkpoint of the work dir."""
-    hooks = list(cfg.get('custom_hooks') or [])
-    if not any(isinstance(h, dict) and str(h.get('type', '')).endswith('RNGStateHook') for h in hooks):
-        hooks.append(dict(type='RNGStateHook'))
-        cfg.custom_hooks = hooks
+    if not has_custom_hook(cfg, 'RNGStateHook'):
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='RNGStateHook')]
     if cfg.get('resume') and not cfg.get('load_from') and cfg.get('work_dir') and osp.isdir(cfg.work_dir):
         found = find_resume_checkpoint(cfg.work_dir)
         if found is not None:

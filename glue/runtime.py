@@ -140,6 +140,13 @@ def replace_sync_bn(node, new_type: str = 'BN') -> int:
     return count
 
 
+def ddp_wrapper_cfg(cfg) -> dict:
+    """The config's ``model_wrapper_cfg``, or the one mmengine's Runner builds without it (its DDP wrapper)."""
+    return cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
 def adapt_to_cpu(cfg, launcher: str) -> None:
     """Settings that let a GPU recipe run on a machine without CUDA (see the module docstring)."""
     import torch
@@ -169,9 +176,7 @@ def adapt_to_cpu(cfg, launcher: str) -> None:
         if cfg.env_cfg.get('dist_cfg') is None:
             cfg.env_cfg.dist_cfg = dict()
         cfg.env_cfg.dist_cfg.backend = 'gloo'
-        wrapper = cfg.get('model_wrapper_cfg') or dict(
-            type='MMDistributedDataParallel', broadcast_buffers=False,
-            find_unused_parameters=cfg.get('find_unused_parameters', False))
+        wrapper = ddp_wrapper_cfg(cfg)
         wrapper['device_ids'] = None  # CPU modules: DDP wants no device ids
         cfg.model_wrapper_cfg = wrapper
 

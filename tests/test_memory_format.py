@@ -127,7 +127,8 @@ def test_refused_with_compiled_mmcv_roi_ops(monkeypatch):
 
 def test_ddp_wrapper_only_under_a_launcher():
     cfg = Config.fromfile(SEG)
-    assert memory_format.has_channels_last_hook(cfg)
+    from glue.resume import has_custom_hook
+    assert has_custom_hook(cfg, 'ChannelsLastHook') and not has_custom_hook(Config.fromfile(DET), 'ChannelsLastHook')
     plain = copy.deepcopy(cfg)
     assert not memory_format.use_channels_last_ddp(plain, 'none') and plain.get('model_wrapper_cfg') is None
     dist = copy.deepcopy(cfg)
