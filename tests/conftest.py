@@ -22,7 +22,7 @@ SLOW_FILES = {
 }
 # single tests of the quick files that train, spawn a tool or run every family at detection-like sizes
 SLOW_TESTS = ('test_runner_checkpoint_from_our_train_tool', 'test_print_param_groups', 'test_outputs_are_contiguous_nchw',
-              'test_toy_feature_probe_tool')
+              'test_toy_feature_probe_tool', 'test_toy_seg_errors_tool')
 
 
 def pytest_collection_modifyitems(config, items):

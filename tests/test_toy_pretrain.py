@@ -35,6 +35,23 @@ def test_shape_crops_hold_a_centred_shape():
     assert np.median(contrast[labels > 0]) > 2 * np.median(contrast[labels == 0])
 
 
+def test_shape_range_sizes_the_shapes(monkeypatch):
+    """``shape_range`` is the shapes' equivalent diameter as fractions of the crop (the default: 16-68 px at 80 px)."""
+    seen = []
+    real = tp.shape_mask
+
+    def spy(*args, **kw):
+        seen.append(kw['size_range'])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(tp, 'shape_mask', spy)
+    tp.draw_crops(16, seed=0)
+    tp.draw_crops(16, size=40, seed=0, shape_range=(0.5, 0.6))
+    n = len(seen) // 2
+    assert n and set(seen[:n]) == {(tp.SHAPE_RANGE[0] * tp.CROP_SIZE, tp.SHAPE_RANGE[1] * tp.CROP_SIZE)}
+    assert set(seen[n:]) == {(20.0, 24.0)}
+
+
 def test_both_toy_configs_share_the_backbone():
     assert tp.backbone_from_config(DET_TOY) == tp.backbone_from_config(SEG_TOY)
 

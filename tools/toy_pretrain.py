@@ -12,7 +12,7 @@ Writes ``OUT`` and ``OUT`` with ``.json`` (settings, loss curve, accuracy).
 """
 import argparse
 
-from glue.toy_pretrain import pretrain
+from glue.toy_pretrain import CROP_SIZE, SHAPE_RANGE, pretrain
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
@@ -23,7 +23,9 @@ def parse_args(argv=None):
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--lr', type=float, default=2e-3)
     p.add_argument('--weight-decay', type=float, default=0.05)
-    p.add_argument('--size', type=int, default=96, help='crop size (px)')
+    p.add_argument('--size', type=int, default=CROP_SIZE, help=f'crop size (px, default {CROP_SIZE})')
+    p.add_argument('--shape-range', type=float, nargs=2, default=SHAPE_RANGE, metavar=('MIN', 'MAX'),
+                   help='a shape\'s equivalent circle diameter, as fractions of the crop size (default %(default)s)')
     p.add_argument('--pool', type=int, default=4096, help='number of distinct training crops')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--init', choices=('lecun', 'official'), default='lecun')
@@ -34,7 +36,7 @@ def parse_args(argv=None):
 def main(argv=None):
     a = parse_args(argv)
     pretrain(a.config, a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-             size=a.size, pool=a.pool, seed=a.seed, init=a.init, cfg_options=a.cfg_options)
+             size=a.size, shape_range=tuple(a.shape_range), pool=a.pool, seed=a.seed, init=a.init, cfg_options=a.cfg_options)
 
 
 if __name__ == '__main__':
