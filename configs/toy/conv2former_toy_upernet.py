@@ -105,7 +105,7 @@ optim_wrapper = dict(
     type='OptimWrapper',  # fp32: AMP needs a GPU
     optimizer=dict(lr=base_lr),
     # Layer-wise lr decay 0.5 (the recipe's 0.9 is for ImageNet backbones fine-tuned at lr 1e-4): the toy heads
-    # need a high lr to learn in 1500 iterations, and with 0.9 the backbone's last stage trained at 0.73x that
+    # need a high lr to learn in 2000 iterations, and with 0.9 the backbone's last stage trained at 0.73x that
     # lr, lost the shape identity its pretraining gave it, and the segmentor labelled every shape "circle"
     # (mIoU 33; 0.35 / 0.5 / 0.65 gave 66.5 / 69.8 / 59.8 at lr 2e-3: docs/demo.md). With 0.5 the last stage
     # trains at 1/8 of the heads' lr, the stem at 1/128.
