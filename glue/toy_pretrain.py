@@ -53,8 +53,8 @@ def draw_crops(num: int, size: int = CROP_SIZE, seed: int = 0, split: int = 0, s
         img = draw_background(rng, size, size, xs, ys)
         label = int(rng.integers(len(CLASSES)))
         if label:
-            m = shape_mask(rng, label - 1, size, size, xs, ys, size_range=(shape_range[0] * size, shape_range[1] * size),
-                            centre_range=(0.35, 0.65))
+            m = shape_mask(rng, label - 1, size, size, xs, ys, centre_range=(0.35, 0.65),
+                           size_range=(shape_range[0] * size, shape_range[1] * size))
             img = np.where(m[..., None], fill_shape(rng, m, img, xs, ys), img)
         img = img + rng.normal(0, rng.uniform(2, 5), size=img.shape)
         imgs[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
@@ -123,8 +123,8 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def pretrain(config: str, out: str, steps: int = 1200, batch_size: int = 64, lr: float = 2e-3,
-             weight_decay: float = 0.05, size: int = CROP_SIZE, shape_range=SHAPE_RANGE, pool: int = 4096, num_val: int = 512,
-             seed: int = 0, init: str = 'lecun', cfg_options=None, log_every: int = 50) -> dict:
+             weight_decay: float = 0.05, size: int = CROP_SIZE, shape_range=SHAPE_RANGE, pool: int = 4096,
+             num_val: int = 512, seed: int = 0, init: str = 'lecun', cfg_options=None, log_every: int = 50) -> dict:
     torch.manual_seed(seed)
     name, kw = backbone_from_config(config, cfg_options)
     backbone = build_backbone(name, out_indices=(3, ), out_norm=False, **kw)
@@ -182,8 +182,9 @@ def pretrain(config: str, out: str, steps: int = 1200, batch_size: int = 64, lr:
 
     state = {**model.backbone.state_dict(), **{f'head.{k}': v for k, v in model.head.state_dict().items()}}
     meta = dict(config=config, backbone=name, backbone_kwargs=kw, classes=list(CLASSES), steps=steps,
-                batch_size=batch_size, lr=lr, weight_decay=weight_decay, size=size, shape_range=list(shape_range), pool=pool, seed=seed,
-                init=init, val_accuracy=round(acc, 2), train_seconds=round(train_time, 1), loss_curve=curve)
+                batch_size=batch_size, lr=lr, weight_decay=weight_decay, size=size, shape_range=list(shape_range),
+                pool=pool, seed=seed, init=init, val_accuracy=round(acc, 2), train_seconds=round(train_time, 1),
+                loss_curve=curve)
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     torch.save({'state_dict': state, 'meta': json.loads(json.dumps(meta, default=str))}, out)
     with open(osp.splitext(out)[0] + '.json', 'w') as f:

@@ -7,20 +7,24 @@ import os.path as osp
 import numpy as np
 
 
-def shape_votes(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int = 255) -> list:
-    """One row per connected component of each non-background class (index >= 1) of ``gt``: its class, its size in
-    pixels and the fractions of its pixels predicted as each of ``num_classes`` classes (4-connectivity)."""
+def shape_votes(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> list:
+    """One row per connected component of each non-background class (index 1 .. ``num_classes`` - 1) of ``gt``
+    (other values, such as the ignore index 255, belong to no shape): its class, its size in pixels and the
+    fractions of its pixels predicted as each of the ``num_classes`` classes (4-connectivity)."""
     from scipy import ndimage
 
     if gt.shape != pred.shape:
         raise ValueError(f'ground truth {gt.shape} and prediction {pred.shape} differ in shape')
+    if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
+        raise ValueError(f'predicted classes must lie in 0..{num_classes - 1}, got {pred.min()}..{pred.max()}')
+    pred = pred.astype(np.int64).ravel()
     rows = []
     for cls in range(1, num_classes):
-        comp, n = ndimage.label((gt == cls) & (gt != ignore_index))
-        for i in range(1, n + 1):
-            m = comp == i
-            votes = np.bincount(pred[m].ravel(), minlength=num_classes)[:num_classes] / m.sum()
-            rows.append(dict(cls=cls, pixels=int(m.sum()), votes=[round(float(v), 4) for v in votes]))
+        comp, n = ndimage.label(gt == cls)
+        # one pass: the (component, predicted class) pixel counts of all components of this class
+        counts = np.bincount(comp.ravel() * num_classes + pred, minlength=(n + 1) * num_classes)
+        for c in counts.reshape(n + 1, num_classes)[1:]:
+            rows.append(dict(cls=cls, pixels=int(c.sum()), votes=[round(float(v), 4) for v in c / c.sum()]))
     return rows
 
 

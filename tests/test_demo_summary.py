@@ -95,6 +95,8 @@ def test_shape_votes_tells_whole_shape_errors_from_edges():
     assert s['b'] == dict(shapes=1, majority_right=1, worst=[rows[2]])
     with pytest.raises(ValueError, match='differ in shape'):
         shape_votes(gt, pred[:4], 3)
+    with pytest.raises(ValueError, match='must lie in 0..2'):
+        shape_votes(gt, np.full_like(gt, 3), 3)
 
 
 def test_toy_seg_errors_tool(tmp_path, capsys):

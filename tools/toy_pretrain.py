@@ -36,7 +36,8 @@ def parse_args(argv=None):
 def main(argv=None):
     a = parse_args(argv)
     pretrain(a.config, a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-             size=a.size, shape_range=tuple(a.shape_range), pool=a.pool, seed=a.seed, init=a.init, cfg_options=a.cfg_options)
+             size=a.size, shape_range=tuple(a.shape_range), pool=a.pool, seed=a.seed, init=a.init,
+             cfg_options=a.cfg_options)
 
 
 if __name__ == '__main__':

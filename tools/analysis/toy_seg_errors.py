@@ -14,7 +14,8 @@ from glue.toy_seg_errors import evaluate, summarize
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('checkpoint', nargs='?', help='a toy segmentor checkpoint (tools/train.py output; none: random weights)')
+    p.add_argument('checkpoint', nargs='?',
+                   help='a toy segmentor checkpoint (tools/train.py output; none: random weights)')
     p.add_argument('--config', default='configs/toy/conv2former_toy_upernet.py')
     p.add_argument('--data', default='data/toy/ade/ADEChallengeData2016', help='toy ADE20K-layout set')
     p.add_argument('--split', default='validation')
