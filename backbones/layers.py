@@ -143,10 +143,11 @@ class DepthwiseConv2d(nn.Conv2d):
 
 
 # ------------------------------------------------------------------------------ BatchNorm on channels_last (CPU)
-def _wide_rows(m: int, c: int) -> int:
-    """How many NHWC rows to fold into one for the wide view of an ``(m, c)`` map (a divisor of ``m``, at most
-    64): per-channel vectors are repeated that many times, so elementwise loops run over ``r * c`` floats
-    instead of ``c`` (36 at Conv2Former-T's stem, which aten's broadcasting loops handle slowly)."""
+def _wide_rows(m: int) -> int:
+    """How many of ``m`` NHWC rows to fold into one for the wide ``(m / r, r * c)`` view of an ``(m, c)`` map
+    (a power-of-two divisor of ``m``, at most 64): per-channel vectors are repeated ``r`` times, so elementwise
+    loops run over ``r * c`` floats instead of ``c`` (36 at Conv2Former-T's stem, which aten's broadcasting
+    loops handle slowly)."""
     r = 64
     while m % r:
         r //= 2
@@ -156,13 +157,13 @@ def _wide_rows(m: int, c: int) -> int:
 class _BatchNormNHWCTrain(torch.autograd.Function):
     """Training-mode BatchNorm of a channels_last map viewed as ``(m, c)`` rows (batch statistics, biased
     variance), computed on a wide ``(m / r, r * c)`` view: two-pass mean and variance, ``y = x_c * k + b``.
-    aten's channels_last BatchNorm kernel takes 28 ms forward+backward for 36 x 256 x 384 on 2 threads
-    (more than on 1); this takes 6.6 (its NCHW kernel: 5.2). Same values within float32 summation order."""
+    aten's channels_last BatchNorm kernel takes 29 ms forward+backward for 36 x 256 x 384 on 2 threads
+    (more than on 1); this takes 7 (its NCHW kernel: 5). Same values within float32 summation order."""
 
     @staticmethod
     def forward(ctx, x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
         m, c = x2.shape
-        r = _wide_rows(m, c)
+        r = _wide_rows(m)
         xw = x2.view(m // r, r * c)
         mean = xw.sum(0).view(r, c).sum(0).div_(m)
         xc = xw - mean.repeat(r)
@@ -193,25 +194,23 @@ class BatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` (same parameters, buffers and keys; still a ``_BatchNorm`` for ``norm_eval``,
     ``frozen_stages`` and SyncBN conversion) whose CPU float32 forward on a channels_last map runs on the wide
     ``(m / r, r * c)`` view: :class:`_BatchNormNHWCTrain` in training mode, ``x * k + b'`` with the running
-    statistics folded into ``k, b'`` in eval mode (``norm_eval=True``: 40 -> 6 ms forward+backward for
-    36 x 256 x 384 on 2 threads). Everything else (NCHW, CUDA, other dtypes, autocast, tracing) is
-    ``nn.BatchNorm2d``."""
+    statistics folded into ``k, b'`` in eval mode (``norm_eval=True``). Forward+backward for 36 x 256 x 384
+    on 2 threads: training 29 -> 7 ms, eval 19 -> 8 ms. Everything else (NCHW, CUDA, other dtypes, autocast,
+    tracing, no running statistics) is ``nn.BatchNorm2d``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.affine and x.device.type == 'cpu' and x.dim() == 4 and x.dtype == torch.float32
-                and x.numel() > x.shape[1] and not is_tracing() and not torch.is_autocast_enabled('cpu')
-                and x.is_contiguous(memory_format=torch.channels_last)):
+        if not (self.affine and self.track_running_stats and x.device.type == 'cpu' and x.dim() == 4
+                and x.dtype == torch.float32 and x.numel() > x.shape[1] and not is_tracing()
+                and not torch.is_autocast_enabled('cpu') and x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
         n, c, h, w = x.shape
         x2 = x.permute(0, 2, 3, 1).reshape(-1, c)
         m = x2.shape[0]
-        if not self.training and self.track_running_stats:  # eval: running statistics, plain autograd ops
-            r = _wide_rows(m, c)
+        if not self.training:  # eval: the running statistics folded into one addcmul (plain autograd ops)
+            r = _wide_rows(m)
             k = self.weight * torch.rsqrt(self.running_var + self.eps)
             y = torch.addcmul((self.bias - self.running_mean * k).repeat(r), x2.view(m // r, r * c), k.repeat(r))
             return y.view(n, h, w, c).permute(0, 3, 1, 2)
-        if not (self.training and self.track_running_stats):
-            return super().forward(x)
         y, mean, var = _BatchNormNHWCTrain.apply(x2, self.weight, self.bias, self.eps)
         with torch.no_grad():  # the running statistics as nn.BatchNorm2d updates them (unbiased variance)
             self.num_batches_tracked.add_(1)

@@ -43,7 +43,8 @@ def test_depthwise_conv_function_gradcheck():
 @pytest.mark.parametrize('momentum', [0.1, None])
 def test_batchnorm_channels_last_training_equals_nn_batchnorm(shape, momentum):
     torch.manual_seed(shape[1])
-    ours, ref = BatchNorm2d(shape[1], momentum=momentum), nn.BatchNorm2d(shape[1], momentum=momentum)
+    # eps 0.01 (not 1e-5): large enough against the variance (~9) for a misplaced eps to show at 1e-5
+    ours, ref = (cls(shape[1], eps=0.01, momentum=momentum) for cls in (BatchNorm2d, nn.BatchNorm2d))
     nn.init.uniform_(ref.weight, 0.5, 1.5)
     nn.init.uniform_(ref.bias, -1, 1)
     ours.load_state_dict(ref.state_dict())
@@ -94,6 +95,8 @@ def test_batchnorm_fast_path_only_where_it_applies():
     assert not _ran_nhwc_batchnorm(bn.eval()(cl))  # eval mode (norm_eval): running statistics ...
     assert _ran_nhwc_batchnorm(bn(cl), 'Addcmul')  # ... folded into one addcmul on the wide view
     assert not _ran_nhwc_batchnorm(bn(x), 'Addcmul')
+    no_stats = BatchNorm2d(4, track_running_stats=False)  # batch statistics in eval too: nn.BatchNorm2d
+    assert not _ran_nhwc_batchnorm(no_stats(cl)) and not _ran_nhwc_batchnorm(no_stats.eval()(cl), 'Addcmul')
     with pytest.raises(ValueError, match='more than 1 value per channel'):  # torch's own error
         BatchNorm2d(4)(torch.randn(1, 4, 1, 1).contiguous(memory_format=torch.channels_last))
 
