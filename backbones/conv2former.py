@@ -10,7 +10,9 @@ The stem holds BatchNorm (GELU before BN, as in the official code): with 2 image
 Speed (same outputs as the official code, both paths tested at 1e-5): the blocks compute in NHWC on
 channels_last memory, the official 1x1 convolutions applied as GEMMs over channels (their weights viewed as
 matrices) and the layer scales folded into ``proj`` / ``fc2``; in training ``att[0]`` and ``v`` share one
-GEMM and the 11x11 depthwise weight gradient runs as a convolution (:class:`~backbones.layers.DepthwiseConv2d`);
+GEMM, the 11x11 depthwise weight gradient runs as a convolution (:class:`~backbones.layers.DepthwiseConv2d`)
+and, in CPU float32, the token mixer and the MLP after their LayerNorms are each one autograd Function
+(:class:`_ConvModFunction`, :class:`_ConvMlpFunction`) that saves fewer maps and recomputes two GELUs;
 the stem's BatchNorms run on a wide view of their channels_last maps (:class:`~backbones.layers.BatchNorm2d`);
 in CPU float32 inference oneDNN's
 fused kernels take GEMM + GELU, GEMM x v, GEMM + residual and dw3x3 + GELU. Measured against timm's
@@ -23,7 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import MultiScaleBackbone
-from .layers import BatchNorm2d, DepthwiseConv2d, LayerNorm2d, maybe_drop_path, use_fused_cpu
+from .layers import (BatchNorm2d, DepthwiseConv2d, LayerNorm2d, depthwise_weight_grad, maybe_drop_path,
+                     use_fused_cpu, use_fused_cpu_training)
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -38,6 +41,114 @@ def _scaled(conv: nn.Conv2d, scale: Tensor) -> Tuple[Tensor, Tensor]:
     """A 1x1 convolution followed by a per-channel scale, as one Linear: ``diag(s) W``, ``s * b``."""
     w, b = _pointwise(conv)
     return w * scale[:, None], b * scale
+
+
+def _nchw(t: Tensor, shape: Tuple[int, int, int]) -> Tensor:
+    """``(m, c)`` NHWC rows as an ``(n, c, h, w)`` channels_last view."""
+    n, h, w = shape
+    return t.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _rows(t: Tensor) -> Tensor:
+    """An ``(n, c, h, w)`` map as ``(n*h*w, c)`` NHWC rows (a view when it is channels_last)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def _dw_backward(grad: Tensor, x: Tensor, weight: Tensor, need_x: bool, need_w: bool, need_b: bool):
+    """Input, weight and bias gradients of a stride-1, 'same'-padded depthwise convolution (``None`` where not
+    needed); kernels of 5 and more take the weight gradient from :func:`~backbones.layers.depthwise_weight_grad`."""
+    c, k = weight.shape[0], weight.shape[-1]
+    pad = [k // 2, k // 2]
+    big = k >= 5
+    gx, gw, gb = torch.ops.aten.convolution_backward(
+        grad, x, weight, [c], [1, 1], pad, [1, 1], False, [0, 0], c,
+        [need_x, need_w and not big, need_b and not big])
+    if big and need_w:
+        gw = depthwise_weight_grad(x, grad, pad)
+    if big and need_b:
+        gb = grad.sum((0, 2, 3))
+    return gx, gw, gb
+
+
+class _ConvModFunction(torch.autograd.Function):
+    """:meth:`ConvMod.forward` after the LayerNorm, ``proj(dwKxK(GELU(a)) * v)`` with ``[a | v] = y W^T + b``,
+    as one autograd node for CPU float32 training. Same ops and values as the autograd path; it keeps 4 maps
+    of ``C`` channels per pixel for the backward (``y``, ``[a | v]``, the dwKxK output) instead of 6, and
+    recomputes ``GELU(a)`` and the modulated map there (one elementwise pass each)."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, w_av: Tensor, b_av: Tensor, w_dw: Tensor, b_dw: Tensor, w_p: Tensor, b_p: Tensor):
+        n, h, w, c = y.shape
+        y2 = y.reshape(-1, c)
+        av = torch.addmm(b_av, y2, w_av.t())  # (m, 2c): att[0] and v in one GEMM
+        a, v = av[:, :c], av[:, c:]
+        att = _rows(F.conv2d(_nchw(F.gelu(a), (n, h, w)), w_dw, b_dw, padding=w_dw.shape[-1] // 2, groups=c))
+        out = torch.addmm(b_p, att * v, w_p.t())
+        ctx.save_for_backward(y2, av, att, w_av, w_dw, w_p)
+        ctx.shape = (n, h, w)
+        return out.view(n, h, w, c)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dz: Tensor):
+        y2, av, att, w_av, w_dw, w_p = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        m, c = y2.shape
+        a, v = av[:, :c], av[:, c:]
+        dz2 = dz.reshape(m, c)
+        g_wp = dz2.t().mm(att * v) if need[5] else None
+        g_bp = dz2.sum(0) if need[6] else None
+        dp = dz2.mm(w_p)  # d(att * v); ours to overwrite (never the incoming gradient)
+        dav = torch.empty_like(av)
+        torch.mul(dp, att, out=dav[:, c:])  # dv
+        datt = dp.mul_(v)
+        ga = _nchw(F.gelu(a), ctx.shape) if need[3] else _nchw(datt, ctx.shape)  # the input only gives sizes
+        gin, g_wdw, g_bdw = _dw_backward(_nchw(datt, ctx.shape), ga, w_dw, True, need[3], need[4])
+        torch.ops.aten.gelu_backward.grad_input(_rows(gin), a, grad_input=dav[:, :c])  # da
+        g_y = dav.mm(w_av).view(dz.shape) if need[0] else None
+        g_wav = dav.t().mm(y2) if need[1] else None
+        g_bav = dav.sum(0) if need[2] else None
+        return g_y, g_wav, g_bav, g_wdw, g_bdw, g_wp, g_bp
+
+
+class _ConvMlpFunction(torch.autograd.Function):
+    """:meth:`ConvMlp.forward` after the LayerNorm, ``fc2(h + GELU(dw3x3 h))`` with ``h = GELU(fc1 y)``, as one
+    autograd node for CPU float32 training. Same ops and values as the autograd path; per pixel it keeps
+    ``y`` and three hidden-size maps (fc1's output, the dw3x3 output, fc2's input) for the backward instead of
+    four, recomputing ``h`` there (one GELU pass), and writes its backward sums in place."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, w1: Tensor, b1: Tensor, w_pos: Tensor, b_pos: Tensor, w2: Tensor, b2: Tensor):
+        n, h, w, c = y.shape
+        y2 = y.reshape(-1, c)
+        u = torch.addmm(b1, y2, w1.t())
+        hid = F.gelu(u)
+        d = _rows(F.conv2d(_nchw(hid, (n, h, w)), w_pos, b_pos, padding=1, groups=w_pos.shape[0]))
+        s = F.gelu(d).add_(hid)
+        out = torch.addmm(b2, s, w2.t())
+        ctx.save_for_backward(y2, u, d, s, w1, w_pos, w2)
+        ctx.shape = (n, h, w)
+        return out.view(n, h, w, c)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dz: Tensor):
+        y2, u, d, s, w1, w_pos, w2 = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        m, c = y2.shape
+        dz2 = dz.reshape(m, c)
+        g_w2 = dz2.t().mm(s) if need[5] else None
+        g_b2 = dz2.sum(0) if need[6] else None
+        ds = dz2.mm(w2)  # ours to overwrite (never the incoming gradient)
+        dd = torch.ops.aten.gelu_backward(ds, d)
+        hid = _nchw(F.gelu(u), ctx.shape) if need[3] else _nchw(dd, ctx.shape)  # the input only gives sizes
+        gin, g_wpos, g_bpos = _dw_backward(_nchw(dd, ctx.shape), hid, w_pos, True, need[3], need[4])
+        dh = ds.add_(_rows(gin))
+        du = torch.ops.aten.gelu_backward.grad_input(dh, u, grad_input=dh)
+        g_y = du.mm(w1).view(dz.shape) if need[0] else None
+        g_w1 = du.t().mm(y2) if need[1] else None
+        g_b1 = du.sum(0) if need[2] else None
+        return g_y, g_w1, g_b1, g_wpos, g_bpos, g_w2, g_b2
 
 
 class ConvMod(nn.Module):
@@ -61,7 +172,11 @@ class ConvMod(nn.Module):
         y = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
         # att[0] and v in one GEMM (C -> 2C): 3-5 % off a Conv2Former-T training step on CPU
         w = torch.cat([self.att[0].weight.flatten(1), self.v.weight.flatten(1)])
-        a, v = F.linear(y, w, torch.cat([self.att[0].bias, self.v.bias])).chunk(2, dim=-1)
+        b = torch.cat([self.att[0].bias, self.v.bias])
+        if use_fused_cpu_training(y):
+            dw = self.att[2]
+            return _ConvModFunction.apply(y, w, b, dw.weight, dw.bias, *_scaled(self.proj, scale))
+        a, v = F.linear(y, w, b).chunk(2, dim=-1)
         a = self.att[2](F.gelu(a).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # depthwise on a channels_last view
         return F.linear(a * v, *_scaled(self.proj, scale))
 
@@ -93,6 +208,9 @@ class ConvMlp(nn.Module):
     def forward(self, x: Tensor, scale: Tensor) -> Tensor:
         """``scale * mlp(x)`` for an NHWC ``x`` (the block's layer scale folded into ``fc2``)."""
         y = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
+        if use_fused_cpu_training(y):
+            return _ConvMlpFunction.apply(y, *_pointwise(self.fc1), self.pos.weight, self.pos.bias,
+                                          *_scaled(self.fc2, scale))
         h = F.gelu(F.linear(y, *_pointwise(self.fc1)))
         h = h + F.gelu(self.pos(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))  # dw3x3 on a channels_last view
         return F.linear(h, *_scaled(self.fc2, scale))

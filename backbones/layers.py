@@ -68,6 +68,7 @@ def _probe_onednn() -> bool:
 class _FusedCPU:
     available: bool = _probe_onednn()
     enabled: bool = True
+    training: bool = True
 
 
 def set_fused_cpu_inference(flag: bool) -> bool:
@@ -93,7 +94,34 @@ def use_fused_cpu(module: nn.Module, x: torch.Tensor) -> bool:
     return not torch.is_grad_enabled() or not (x.requires_grad or any(p.requires_grad for p in module.parameters()))
 
 
+def set_fused_cpu_training(flag: bool) -> bool:
+    """Switch the hand-written CPU training paths of the blocks (Conv2Former's token mixer and MLP as
+    autograd Functions) on or off for the process; returns the previous setting. Off, the blocks run plain
+    autograd ops: same outputs and gradients within float32 rounding (tested), more memory, slower."""
+    old = _FusedCPU.training
+    _FusedCPU.training = bool(flag)
+    return old
+
+
+def use_fused_cpu_training(x: torch.Tensor) -> bool:
+    """Whether a block may run its hand-written training Function on ``x``: CPU float32 with gradients
+    enabled, not under autocast or a tracer/compiler (those see plain aten ops)."""
+    return (_FusedCPU.training and x.device.type == 'cpu' and x.dtype == torch.float32 and torch.is_grad_enabled()
+            and not is_tracing() and not torch.is_autocast_enabled('cpu'))
+
+
 # ------------------------------------------------------------------------------ large-kernel depthwise conv
+def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, padding: Sequence[int]) -> torch.Tensor:
+    """The ``(c, 1, k, k)`` weight gradient of a stride-1 depthwise convolution of ``x`` (``(n, c, h, w)``,
+    any memory format) whose output gradient is ``grad``: per channel, the cross-correlation of the padded
+    input with the gradient map, run as one depthwise convolution whose kernels are the gradient maps (batch
+    folded into the groups). See :class:`_DepthwiseConvCPU` for when this beats aten's kernel."""
+    n, c, h, w = x.shape
+    gw = F.conv2d(x.contiguous().reshape(1, n * c, h, w), grad.contiguous().reshape(n * c, 1, h, w),
+                  padding=list(padding), groups=n * c)
+    return gw.reshape(n, c, *gw.shape[2:]).sum(0).unsqueeze(1)
+
+
 class _DepthwiseConvCPU(torch.autograd.Function):
     """A stride-1 depthwise convolution whose CPU backward computes the weight gradient as a convolution.
 
@@ -113,15 +141,13 @@ class _DepthwiseConvCPU(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        n, c, h, w = x.shape
+        c = x.shape[1]
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
             gx = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], list(ctx.padding), [1, 1],
                                                      False, [0, 0], c, [True, False, False])[0]
         if ctx.needs_input_grad[1]:
-            gw = F.conv2d(x.contiguous().reshape(1, n * c, h, w), grad.contiguous().reshape(n * c, 1, h, w),
-                          padding=ctx.padding, groups=n * c)
-            gw = gw.reshape(n, c, *weight.shape[2:]).sum(0).unsqueeze(1)
+            gw = depthwise_weight_grad(x, grad, ctx.padding)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum((0, 2, 3))
         return gx, gw, gb, None

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from backbones import Conv2Former, build_backbone, load_pretrained
-from backbones.layers import set_fused_cpu_inference
+from backbones.layers import set_fused_cpu_inference, set_fused_cpu_training
 from conftest import FIXTURES
 
 D = os.path.join(FIXTURES, 'conv2former')
@@ -25,6 +25,17 @@ def io():
     return data
 
 
+def _graph(y: torch.Tensor):
+    """The autograd nodes behind ``y`` (none when it was computed without gradients)."""
+    seen, todo = set(), [y.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            todo.extend(f for f, _ in fn.next_functions)
+    return seen
+
+
 def official_model(**kw):
     m = Conv2Former(arch=ARCH, out_norm=False, init_cfg=dict(type='Pretrained',
                                                             checkpoint=os.path.join(D, 'tiny_k11.pth.tar')), **kw)
@@ -32,17 +43,21 @@ def official_model(**kw):
     return m.eval()
 
 
-@pytest.mark.parametrize('fused', [True, False], ids=['fused-cpu', 'aten'])
+@pytest.mark.parametrize('path', ['fused-cpu', 'aten', 'autograd-fn'])
 @pytest.mark.parametrize('tag', ['224', '197x251'])
-def test_stage_outputs_match_official(io, tag, fused):
-    """Both block paths: oneDNN-fused CPU inference and the autograd (aten) path training runs."""
+def test_stage_outputs_match_official(io, tag, path):
+    """Every block path: oneDNN-fused CPU inference, the plain autograd (aten) ops, and the training
+    Functions (``_ConvModFunction`` / ``_ConvMlpFunction``) that run when gradients are recorded."""
     model = official_model()
-    old = set_fused_cpu_inference(fused)
+    old = set_fused_cpu_inference(path == 'fused-cpu'), set_fused_cpu_training(path == 'autograd-fn')
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(path == 'autograd-fn'):
             feats = model(io['x'][tag])
     finally:
-        set_fused_cpu_inference(old)
+        set_fused_cpu_inference(old[0])
+        set_fused_cpu_training(old[1])
+    fns = {n.name() for n in _graph(feats[-1])}
+    assert ('_ConvModFunctionBackward' in fns and '_ConvMlpFunctionBackward' in fns) == (path == 'autograd-fn')
     assert len(feats) == 4
     for i, f in enumerate(feats):
         ref = io[f'feat{i}_{tag}']

@@ -1,6 +1,7 @@
-"""The CPU fast paths of backbones.layers against torch's own ops: DepthwiseConv2d's custom weight gradient
-against ``nn.Conv2d``'s autograd, BatchNorm2d's channels_last training path against ``nn.BatchNorm2d``, and
-when the fused oneDNN inference path may run."""
+"""The CPU fast paths against torch's own ops and the official formulation: DepthwiseConv2d's custom weight
+gradient against ``nn.Conv2d``'s autograd, BatchNorm2d's channels_last training path against
+``nn.BatchNorm2d``, Conv2Former's training Functions against the official NCHW ``nn.Conv2d`` blocks, and
+when each path may run."""
 import pytest
 import torch
 import torch.nn as nn
@@ -72,18 +73,24 @@ def test_batchnorm_channels_last_training_equals_nn_batchnorm(shape, momentum):
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-4)
 
 
-def _ran_nhwc_batchnorm(y: torch.Tensor, node: str = 'BatchNormNHWCTrain') -> bool:
-    """Whether the autograd graph of ``y`` holds the channels_last BatchNorm function (or ``node``)."""
+def _graph_nodes(y: torch.Tensor) -> set:
+    """The autograd nodes behind ``y`` (none when it was computed without gradients)."""
     seen, todo = set(), [y.grad_fn]
     while todo:
         fn = todo.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if node in fn.name():
-            return True
-        todo.extend(f for f, _ in fn.next_functions)
-    return False
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            todo.extend(f for f, _ in fn.next_functions)
+    return seen
+
+
+def _node_names(y: torch.Tensor) -> set:
+    return {fn.name() for fn in _graph_nodes(y)}
+
+
+def _ran_nhwc_batchnorm(y: torch.Tensor, node: str = 'BatchNormNHWCTrain') -> bool:
+    """Whether the autograd graph of ``y`` holds the channels_last BatchNorm function (or ``node``)."""
+    return any(node in name for name in _node_names(y))
 
 
 def test_batchnorm_fast_path_only_where_it_applies():
@@ -124,3 +131,137 @@ def test_fused_path_only_without_gradients():
         finally:
             set_fused_cpu_inference(old)
 
+
+
+# ------------------------------------------------------------- Conv2Former's training Functions
+class _LayerNormCF(nn.Module):
+    """The official Conv2Former LayerNorm (channels_first, written out): the reference's normalisation."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(dim)), nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        return self.weight[:, None, None] * ((x - u) / torch.sqrt(s + 1e-6)) + self.bias[:, None, None]
+
+
+class _OfficialConvMod(nn.Module):
+    """The official ``ConvMod`` in NCHW with ``nn.Conv2d`` layers (same parameter names)."""
+
+    def __init__(self, dim, k):
+        super().__init__()
+        self.norm = _LayerNormCF(dim)
+        self.att = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.GELU(), nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim))
+        self.v = nn.Conv2d(dim, dim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x):
+        x = self.norm(x)
+        return self.proj(self.att(x) * self.v(x))
+
+
+class _OfficialMlp(nn.Module):
+    """The official ``MLP`` in NCHW with ``nn.Conv2d`` layers (same parameter names)."""
+
+    def __init__(self, dim, r=4):
+        super().__init__()
+        self.norm = _LayerNormCF(dim)
+        self.fc1, self.fc2 = nn.Conv2d(dim, dim * r, 1), nn.Conv2d(dim * r, dim, 1)
+        self.pos = nn.Conv2d(dim * r, dim * r, 3, padding=1, groups=dim * r)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        x = self.act(self.fc1(self.norm(x)))
+        x = x + self.act(self.pos(x))
+        return self.fc2(x)
+
+
+def _conv2former_pair(kind, k=7, dim=8):
+    from backbones.conv2former import ConvMlp, ConvMod
+    ours, ref = (ConvMod(dim, k), _OfficialConvMod(dim, k)) if kind == 'mod' else (ConvMlp(dim), _OfficialMlp(dim))
+    for p in ref.parameters():  # away from the default init (ones / zeros) so that every term shows
+        nn.init.normal_(p, 0, 0.5)
+    ours.load_state_dict(ref.state_dict())
+    return ours, ref
+
+
+FN = {'mod': '_ConvModFunctionBackward', 'mlp': '_ConvMlpFunctionBackward'}
+
+
+@pytest.mark.parametrize('kind,k', [('mod', 7), ('mod', 11), ('mod', 3), ('mlp', 3)])
+@pytest.mark.parametrize('frozen', ['none', 'params', 'input', 'dw'])
+def test_conv2former_training_functions_equal_official_formulation(kind, k, frozen):
+    """Outputs and every gradient (input, each parameter, the layer scale) of ConvMod / ConvMlp's training
+    Functions against the official NCHW ``nn.Conv2d`` formulation; frozen parts get no gradient."""
+    torch.manual_seed(k)
+    ours, ref = _conv2former_pair(kind, k)
+    x = torch.randn(2, 8, 9, 13)  # odd sizes: no accidental symmetry in the padding
+    scale = torch.rand(8) + 0.5
+    frozen_names = {'params': [n for n, _ in ours.named_parameters()], 'none': [], 'input': [],
+                    'dw': ['att.2.weight', 'att.2.bias', 'pos.weight', 'pos.bias']}[frozen]
+    for model in (ours, ref):
+        for n, p in model.named_parameters():
+            p.requires_grad_(n not in frozen_names)
+    xa = x.permute(0, 2, 3, 1).contiguous().requires_grad_(frozen != 'input')  # the blocks' NHWC input
+    xb = x.clone().requires_grad_(frozen != 'input')
+    sa, sb = scale.clone().requires_grad_(), scale.clone().requires_grad_()
+    ya = ours(xa, sa)
+    yb = sb[:, None, None] * ref(xb)
+    assert FN[kind] in _node_names(ya)  # the Function really ran
+    torch.testing.assert_close(ya.permute(0, 3, 1, 2), yb, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(yb)
+    ga = g.permute(0, 2, 3, 1).contiguous()
+    g_kept = ga.clone()
+    ya.backward(ga)
+    yb.backward(g)
+    assert torch.equal(ga, g_kept)  # the incoming gradient is left as it came
+    if frozen == 'input':
+        assert xa.grad is None
+    else:
+        torch.testing.assert_close(xa.grad.permute(0, 3, 1, 2), xb.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(sa.grad, sb.grad, rtol=1e-4, atol=1e-4)
+    pb = dict(ref.named_parameters())
+    for n, p in ours.named_parameters():
+        if n in frozen_names:
+            assert p.grad is None, n
+        else:
+            torch.testing.assert_close(p.grad, pb[n].grad, rtol=1e-4, atol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize('kind,k', [('mod', 5), ('mod', 3), ('mlp', 3)])  # 5: the convolution weight grad
+def test_conv2former_training_functions_gradcheck(kind, k):
+    from backbones.conv2former import _ConvMlpFunction, _ConvModFunction
+    torch.manual_seed(0)
+    c, hid = 3, (3 if kind == 'mod' else 6)
+    d = dict(dtype=torch.double, requires_grad=True)
+    if kind == 'mod':
+        args = (torch.randn(2, 4, 5, c, **d), torch.randn(2 * c, c, **d), torch.randn(2 * c, **d),
+                torch.randn(c, 1, k, k, **d), torch.randn(c, **d), torch.randn(c, c, **d), torch.randn(c, **d))
+        fn = _ConvModFunction.apply
+    else:
+        args = (torch.randn(2, 4, 5, c, **d), torch.randn(hid, c, **d), torch.randn(hid, **d),
+                torch.randn(hid, 1, 3, 3, **d), torch.randn(hid, **d), torch.randn(c, hid, **d), torch.randn(c, **d))
+        fn = _ConvMlpFunction.apply
+    assert torch.autograd.gradcheck(fn, args)
+
+
+def test_conv2former_training_functions_only_where_they_apply():
+    from backbones.layers import set_fused_cpu_training
+    ours, _ = _conv2former_pair('mod', 7)
+    x, s = torch.randn(1, 5, 6, 8, requires_grad=True), torch.ones(8)
+    assert FN['mod'] in _node_names(ours(x, s))
+    ours.double()
+    assert FN['mod'] not in _node_names(ours(x.double(), s.double()))  # float32 only
+    ours.float()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert FN['mod'] not in _node_names(ours(x, s))
+    old = set_fused_cpu_training(False)
+    try:
+        y = ours(x, s)
+        assert FN['mod'] not in _node_names(y) and y.grad_fn is not None  # plain autograd ops
+    finally:
+        set_fused_cpu_training(old)
+    with torch.no_grad():
+        assert ours(x, s).grad_fn is None
