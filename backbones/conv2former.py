@@ -25,8 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import MultiScaleBackbone
-from .layers import (BatchNorm2d, DepthwiseConv2d, LayerNorm2d, depthwise_weight_grad, maybe_drop_path,
-                     use_fused_cpu, use_fused_cpu_training)
+from .layers import (BatchNorm2d, DepthwiseConv2d, LayerNorm2d, depthwise_weight_grad, linear_cpu,
+                     maybe_drop_path, use_fused_cpu, use_fused_cpu_training)
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -80,10 +80,10 @@ class _ConvModFunction(torch.autograd.Function):
     def forward(ctx, y: Tensor, w_av: Tensor, b_av: Tensor, w_dw: Tensor, b_dw: Tensor, w_p: Tensor, b_p: Tensor):
         n, h, w, c = y.shape
         y2 = y.reshape(-1, c)
-        av = torch.addmm(b_av, y2, w_av.t())  # (m, 2c): att[0] and v in one GEMM
+        av = linear_cpu(y2, w_av, b_av)  # (m, 2c): att[0] and v in one GEMM
         a, v = av[:, :c], av[:, c:]
         att = _rows(F.conv2d(_nchw(F.gelu(a), (n, h, w)), w_dw, b_dw, padding=w_dw.shape[-1] // 2, groups=c))
-        out = torch.addmm(b_p, att * v, w_p.t())
+        out = linear_cpu(att * v, w_p, b_p)
         ctx.save_for_backward(y2, av, att, w_av, w_dw, w_p)
         ctx.shape = (n, h, w)
         return out.view(n, h, w, c)
@@ -98,14 +98,14 @@ class _ConvModFunction(torch.autograd.Function):
         dz2 = dz.reshape(m, c)
         g_wp = dz2.t().mm(att * v) if need[5] else None
         g_bp = dz2.sum(0) if need[6] else None
-        dp = dz2.mm(w_p)  # d(att * v); ours to overwrite (never the incoming gradient)
+        dp = linear_cpu(dz2, w_p.t())  # d(att * v); ours to overwrite (never the incoming gradient)
         dav = torch.empty_like(av)
         torch.mul(dp, att, out=dav[:, c:])  # dv
         datt = dp.mul_(v)
         ga = _nchw(F.gelu(a), ctx.shape) if need[3] else _nchw(datt, ctx.shape)  # the input only gives sizes
         gin, g_wdw, g_bdw = _dw_backward(_nchw(datt, ctx.shape), ga, w_dw, True, need[3], need[4])
         torch.ops.aten.gelu_backward.grad_input(_rows(gin), a, grad_input=dav[:, :c])  # da
-        g_y = dav.mm(w_av).view(dz.shape) if need[0] else None
+        g_y = linear_cpu(dav, w_av.t()).view(dz.shape) if need[0] else None
         g_wav = dav.t().mm(y2) if need[1] else None
         g_bav = dav.sum(0) if need[2] else None
         return g_y, g_wav, g_bav, g_wdw, g_bdw, g_wp, g_bp
@@ -121,11 +121,11 @@ class _ConvMlpFunction(torch.autograd.Function):
     def forward(ctx, y: Tensor, w1: Tensor, b1: Tensor, w_pos: Tensor, b_pos: Tensor, w2: Tensor, b2: Tensor):
         n, h, w, c = y.shape
         y2 = y.reshape(-1, c)
-        u = torch.addmm(b1, y2, w1.t())
+        u = linear_cpu(y2, w1, b1)
         hid = F.gelu(u)
         d = _rows(F.conv2d(_nchw(hid, (n, h, w)), w_pos, b_pos, padding=1, groups=w_pos.shape[0]))
         s = F.gelu(d).add_(hid)
-        out = torch.addmm(b2, s, w2.t())
+        out = linear_cpu(s, w2, b2)
         ctx.save_for_backward(y2, u, d, s, w1, w_pos, w2)
         ctx.shape = (n, h, w)
         return out.view(n, h, w, c)
@@ -139,13 +139,13 @@ class _ConvMlpFunction(torch.autograd.Function):
         dz2 = dz.reshape(m, c)
         g_w2 = dz2.t().mm(s) if need[5] else None
         g_b2 = dz2.sum(0) if need[6] else None
-        ds = dz2.mm(w2)  # ours to overwrite (never the incoming gradient)
+        ds = linear_cpu(dz2, w2.t())  # ours to overwrite (never the incoming gradient)
         dd = torch.ops.aten.gelu_backward(ds, d)
         hid = _nchw(F.gelu(u), ctx.shape) if need[3] else _nchw(dd, ctx.shape)  # the input only gives sizes
         gin, g_wpos, g_bpos = _dw_backward(_nchw(dd, ctx.shape), hid, w_pos, True, need[3], need[4])
         dh = ds.add_(_rows(gin))
         du = torch.ops.aten.gelu_backward.grad_input(dh, u, grad_input=dh)
-        g_y = du.mm(w1).view(dz.shape) if need[0] else None
+        g_y = linear_cpu(du, w1.t()).view(dz.shape) if need[0] else None
         g_w1 = du.t().mm(y2) if need[1] else None
         g_b1 = du.sum(0) if need[2] else None
         return g_y, g_w1, g_b1, g_wpos, g_bpos, g_w2, g_b2
