@@ -265,3 +265,66 @@ def test_conv2former_training_functions_only_where_they_apply():
         set_fused_cpu_training(old)
     with torch.no_grad():
         assert ours(x, s).grad_fn is None
+
+
+@pytest.mark.parametrize('train', [True, False], ids=['batch-stats', 'running-stats'])
+@pytest.mark.parametrize('shape', [(2, 36, 16, 24), (1, 5, 7, 9), (1, 4, 97, 192)])  # r = 64, 1, 64 (291 rows)
+def test_gelu_batchnorm_equals_nn_gelu_then_batchnorm(train, shape):
+    """BatchNorm2d.forward_gelu (Conv2Former's stem) against nn.GELU -> nn.BatchNorm2d: outputs, gradients of
+    the input and the affine parameters, running statistics over several steps; eps 0.01 as above."""
+    torch.manual_seed(shape[1])
+    ours, ref = BatchNorm2d(shape[1], eps=0.01), nn.BatchNorm2d(shape[1], eps=0.01)
+    nn.init.uniform_(ref.weight, 0.5, 1.5)
+    nn.init.uniform_(ref.bias, -1, 1)
+    ref.running_mean.uniform_(-0.5, 0.5)
+    ref.running_var.uniform_(0.5, 2)
+    ours.load_state_dict(ref.state_dict())
+    ours.train(train), ref.train(train)
+    for step in range(3):
+        x = (torch.randn(shape) * 2 + 0.5).contiguous(memory_format=torch.channels_last)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        g = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        assert ours.wide_path(xa)
+        ya, yb = ours.forward_gelu(xa), ref(nn.functional.gelu(xb))
+        assert _ran_nhwc_batchnorm(ya, 'GeluBatchNormNHWC')
+        torch.testing.assert_close(ya, yb, rtol=1e-5, atol=2e-5)
+        g_kept = g.clone()
+        ya.backward(g)
+        yb.backward(g)
+        assert torch.equal(g, g_kept)
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=2e-5)
+        for pa, pb in ((ours.weight, ref.weight), (ours.bias, ref.bias)):  # sums of up to 18,624 terms
+            torch.testing.assert_close(pa.grad, pb.grad, rtol=5e-5, atol=1e-4)
+            pa.grad = pb.grad = None
+        for name, buf in ref.named_buffers():
+            torch.testing.assert_close(getattr(ours, name), buf)
+
+
+@pytest.mark.parametrize('batch_stats', [True, False])
+def test_gelu_batchnorm_function_gradcheck(batch_stats):
+    from backbones.layers import _GeluBatchNormNHWC
+    d = dict(dtype=torch.double)
+    stats = (None, None) if batch_stats else (torch.randn(3, **d), torch.rand(3, **d) + 0.5)
+    args = (torch.randn(12, 3, **d, requires_grad=True), (torch.rand(3, **d) + 0.5).requires_grad_(),
+            torch.randn(3, **d, requires_grad=True), 1e-5, *stats)
+    assert torch.autograd.gradcheck(lambda *a: _GeluBatchNormNHWC.apply(*a)[0], args)
+
+
+def test_conv2former_stem_fuses_gelu_batchnorm_only_on_the_wide_path():
+    stem = build_backbone('conv2former_n', out_indices=(0,)).downsample_layers[0]
+    x = torch.randn(1, 3, 32, 48)
+    assert _ran_nhwc_batchnorm(stem(x), 'GeluBatchNormNHWC')
+    ref = nn.Sequential(*[nn.BatchNorm2d(mod.num_features) if isinstance(mod, BatchNorm2d) else mod
+                          for mod in stem])
+    ref.load_state_dict(stem.state_dict())
+    torch.testing.assert_close(stem(x), ref(x), rtol=1e-5, atol=2e-5)  # the official ops, module by module
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # no wide path: module by module
+        assert not _ran_nhwc_batchnorm(stem(x), 'GeluBatchNormNHWC')
+    assert not _ran_nhwc_batchnorm(stem.double()(x.double()), 'GeluBatchNormNHWC')
+
+
+def test_chunked_column_sums_sum_every_chunk():
+    from backbones.layers import _col_dot, _col_sq_dev
+    a, b = torch.randn(1000, 7), torch.randn(1000, 7)  # 3 full chunks of 256 rows and a partial one
+    torch.testing.assert_close(_col_dot(a, b), (a * b).sum(0))
+    torch.testing.assert_close(_col_sq_dev(a, b[0]), (a - b[0]).square().sum(0))
