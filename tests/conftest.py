@@ -212,3 +212,15 @@ def torch_home(tmp_path, monkeypatch):
     """An empty torch hub cache for the test ($TORCH_HOME): returns its checkpoints folder."""
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     return tmp_path / 'torch' / 'hub' / 'checkpoints'
+
+
+def autograd_nodes(y):
+    """The autograd nodes behind tensor ``y`` (none when it was computed without gradients): which custom
+    Functions (``fn.name()``, e.g. ``'_ConvModFunctionBackward'``) a forward really ran."""
+    seen, todo = set(), [y.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            todo.extend(f for f, _ in fn.next_functions)
+    return seen

@@ -7,7 +7,7 @@ import torch
 
 from backbones import Conv2Former, build_backbone, load_pretrained
 from backbones.layers import set_fused_cpu_inference, set_fused_cpu_training
-from conftest import FIXTURES
+from conftest import FIXTURES, autograd_nodes
 
 D = os.path.join(FIXTURES, 'conv2former')
 ARCH = dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32], kernel_size=11)
@@ -23,17 +23,6 @@ def io():
         assert int(img.astype(np.int64).sum()) == data[f'img_{tag}_sum'], 'input regeneration drifted'
     data['x'] = {tag: (torch.from_numpy(img).float() / 255 - 0.5) / 0.25 for tag, img in imgs.items()}
     return data
-
-
-def _graph(y: torch.Tensor):
-    """The autograd nodes behind ``y`` (none when it was computed without gradients)."""
-    seen, todo = set(), [y.grad_fn]
-    while todo:
-        fn = todo.pop()
-        if fn is not None and fn not in seen:
-            seen.add(fn)
-            todo.extend(f for f, _ in fn.next_functions)
-    return seen
 
 
 def official_model(**kw):
@@ -56,7 +45,7 @@ def test_stage_outputs_match_official(io, tag, path):
     finally:
         set_fused_cpu_inference(old[0])
         set_fused_cpu_training(old[1])
-    fns = {n.name() for n in _graph(feats[-1])}
+    fns = {n.name() for n in autograd_nodes(feats[-1])}
     assert ('_ConvModFunctionBackward' in fns and '_ConvMlpFunctionBackward' in fns) == (path == 'autograd-fn')
     assert len(feats) == 4
     for i, f in enumerate(feats):

@@ -9,6 +9,7 @@ import torch.nn as nn
 from backbones import build_backbone
 from backbones.layers import (BatchNorm2d, DepthwiseConv2d, _BatchNormNHWCTrain, _DepthwiseConvCPU, _FusedCPU,
                               set_fused_cpu_inference, use_fused_cpu)
+from conftest import autograd_nodes
 
 
 @pytest.mark.parametrize('k', [3, 5, 7, 11])
@@ -73,19 +74,8 @@ def test_batchnorm_channels_last_training_equals_nn_batchnorm(shape, momentum):
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-4)
 
 
-def _graph_nodes(y: torch.Tensor) -> set:
-    """The autograd nodes behind ``y`` (none when it was computed without gradients)."""
-    seen, todo = set(), [y.grad_fn]
-    while todo:
-        fn = todo.pop()
-        if fn is not None and fn not in seen:
-            seen.add(fn)
-            todo.extend(f for f, _ in fn.next_functions)
-    return seen
-
-
 def _node_names(y: torch.Tensor) -> set:
-    return {fn.name() for fn in _graph_nodes(y)}
+    return {fn.name() for fn in autograd_nodes(y)}
 
 
 def _ran_nhwc_batchnorm(y: torch.Tensor, node: str = 'BatchNormNHWCTrain') -> bool:

@@ -142,10 +142,12 @@ def toy_segmentor(tmp_path_factory):
 
 
 def _reference_tta(ckpt, image_paths):
-    """The 12 views of each image through single-scale pipelines, softmax scores averaged, argmax. The model in the
-    memory layout tools/test.py gives it (the toy config's ChannelsLastHook): convolutions on the other layout differ
-    in the last bit, which flips the argmax of a near-tie pixel on some machines (0.0013% of one image on an Intel
-    Xeon); the two layouts are compared in tests/test_memory_format.py."""
+    """The 12 views of each image through single-scale pipelines, softmax scores averaged: per image the argmax and
+    the margin between the two best averaged scores. The model in the memory layout tools/test.py gives it (the toy
+    config's ChannelsLastHook): convolutions on the other layout differ in the last bit, which flips the argmax of a
+    near-tie pixel on some machines (0.0013% of one image on an Intel Xeon); the two layouts are compared in
+    tests/test_memory_format.py. The tool runs in another process, whose thread count (and with it oneDNN's
+    summation order) can differ from this one's: the test allows flips at near-tie pixels only."""
     from backbones.checkpoint import extract_state_dict, read_checkpoint
     from glue.memory_format import to_channels_last
     from glue.resume import has_custom_hook
@@ -163,7 +165,8 @@ def _reference_tta(ckpt, image_paths):
                 with torch.no_grad():
                     out = model.test_step(_single_view(model, path, scale, flip))
                 scores = scores + out[0].seg_logits.data.softmax(dim=0)
-        preds[osp.basename(path)] = (scores / 12).argmax(dim=0)
+        top2 = (scores / 12).topk(2, dim=0).values
+        preds[osp.basename(path)] = ((scores / 12).argmax(dim=0), top2[0] - top2[1])
     return preds
 
 
@@ -186,6 +189,8 @@ def test_tta_round_trip_on_the_toy_segmentor(toy_segmentor):
     reference = _reference_tta(ckpt, [r['img_path'] for r in results])
     for r in results:
         pred = r['pred_sem_seg']['data'][0]
-        ref = reference[osp.basename(r['img_path'])]
+        ref, margin = reference[osp.basename(r['img_path'])]
         assert pred.shape == ref.shape == tuple(r['ori_shape'])
-        assert torch.equal(pred, ref), f"{r['img_path']}: {(pred != ref).float().mean():.4%} of pixels differ"
+        differ = pred != ref  # only near-ties (averaged scores within 1e-5) may flip, and only a few pixels
+        assert differ.float().mean() <= 1e-4 and (margin[differ] < 1e-5).all(), (
+            f"{r['img_path']}: {differ.float().mean():.4%} of pixels differ, margins {margin[differ].tolist()[:8]}")
