@@ -10,9 +10,11 @@ The stem holds BatchNorm (GELU before BN, as in the official code): with 2 image
 Speed (same outputs as the official code, both paths tested at 1e-5): the blocks compute in NHWC on
 channels_last memory, the official 1x1 convolutions applied as GEMMs over channels (their weights viewed as
 matrices) and the layer scales folded into ``proj`` / ``fc2``; in training ``att[0]`` and ``v`` share one
-GEMM, the 11x11 depthwise weight gradient runs as a convolution (:class:`~backbones.layers.DepthwiseConv2d`)
-and, in CPU float32, the token mixer and the MLP after their LayerNorms are each one autograd Function
-(:class:`_ConvModFunction`, :class:`_ConvMlpFunction`) that saves fewer maps and recomputes two GELUs;
+GEMM (the autograd path), the 11x11 depthwise weight gradient runs as a convolution
+(:class:`~backbones.layers.DepthwiseConv2d`) and, in CPU float32, the token mixer and the MLP after their
+LayerNorms are each one autograd Function (:class:`_ConvModFunction`, :class:`_ConvMlpFunction`) that saves
+fewer maps and recomputes two GELUs; the stem's GELU -> BatchNorm pairs are one node
+(:meth:`~backbones.layers.BatchNorm2d.forward_gelu`);
 the stem's BatchNorms run on a wide view of their channels_last maps (:class:`~backbones.layers.BatchNorm2d`);
 in CPU float32 inference oneDNN's
 fused kernels take GEMM + GELU, GEMM x v, GEMM + residual and dw3x3 + GELU. Measured against timm's
@@ -71,44 +73,47 @@ def _dw_backward(grad: Tensor, x: Tensor, weight: Tensor, need_x: bool, need_w: 
 
 
 class _ConvModFunction(torch.autograd.Function):
-    """:meth:`ConvMod.forward` after the LayerNorm, ``proj(dwKxK(GELU(a)) * v)`` with ``[a | v] = y W^T + b``,
-    as one autograd node for CPU float32 training. Same ops and values as the autograd path; it keeps 4 maps
+    """:meth:`ConvMod.forward` after the LayerNorm, ``proj(dwKxK(GELU(a)) * v)`` with ``a = att[0](y)`` and
+    ``v = v(y)``, as one autograd node for CPU float32 training. Same ops and values as the autograd path; it keeps 4 maps
     of ``C`` channels per pixel for the backward (``y``, ``a``, ``v``, the dwKxK output) instead of 6, and
     recomputes ``GELU(a)`` and the modulated map there (one elementwise pass each). ``a`` and ``v`` come from
     two GEMMs into separate contiguous maps: elementwise ops on the halves of one ``(m, 2C)`` GEMM output
-    (strided rows) ran 4-6x slower per element than on contiguous maps."""
+    (strided rows, the autograd path) ran 4-6x slower per element than on contiguous maps."""
 
     @staticmethod
-    def forward(ctx, y: Tensor, w_av: Tensor, b_av: Tensor, w_dw: Tensor, b_dw: Tensor, w_p: Tensor, b_p: Tensor):
+    def forward(ctx, y: Tensor, w_a: Tensor, b_a: Tensor, w_v: Tensor, b_v: Tensor, w_dw: Tensor, b_dw: Tensor,
+                w_p: Tensor, b_p: Tensor):
         n, h, w, c = y.shape
         y2 = y.reshape(-1, c)
-        a, v = F.linear(y2, w_av[:c], b_av[:c]), F.linear(y2, w_av[c:], b_av[c:])
+        a, v = F.linear(y2, w_a, b_a), F.linear(y2, w_v, b_v)
         att = _rows(F.conv2d(_nchw(F.gelu(a), (n, h, w)), w_dw, b_dw, padding=w_dw.shape[-1] // 2, groups=c))
         out = F.linear(att * v, w_p, b_p)
-        ctx.save_for_backward(y2, a, v, att, w_av, w_dw, w_p)
+        ctx.save_for_backward(y2, a, v, att, w_a, w_v, w_dw, w_p)
         ctx.shape = (n, h, w)
         return out.view(n, h, w, c)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dz: Tensor):
-        y2, a, v, att, w_av, w_dw, w_p = ctx.saved_tensors
+        y2, a, v, att, w_a, w_v, w_dw, w_p = ctx.saved_tensors
         need = ctx.needs_input_grad
         m, c = y2.shape
         dz2 = dz.reshape(m, c)
-        g_wp = dz2.t().mm(att * v) if need[5] else None
-        g_bp = dz2.sum(0) if need[6] else None
+        g_wp = dz2.t().mm(att * v) if need[7] else None
+        g_bp = dz2.sum(0) if need[8] else None
         dp = dz2.mm(w_p)  # d(att * v); ours to overwrite (never the incoming gradient)
         dv = dp * att
         datt = dp.mul_(v)
-        ga = _nchw(F.gelu(a), ctx.shape) if need[3] else _nchw(datt, ctx.shape)  # the input only gives sizes
-        gin, g_wdw, g_bdw = _dw_backward(_nchw(datt, ctx.shape), ga, w_dw, True, need[3], need[4])
+        ga = _nchw(F.gelu(a), ctx.shape) if need[5] else _nchw(datt, ctx.shape)  # the input only gives sizes
+        gin, g_wdw, g_bdw = _dw_backward(_nchw(datt, ctx.shape), ga, w_dw, True, need[5], need[6])
         da = _rows(gin)  # ours: the input gradient of the dwKxK convolution, overwritten by d a
         torch.ops.aten.gelu_backward.grad_input(da, a, grad_input=da)
-        g_y = da.mm(w_av[:c]).addmm_(dv, w_av[c:]).view(dz.shape) if need[0] else None
-        g_wav = torch.cat([da.t().mm(y2), dv.t().mm(y2)]) if need[1] else None
-        g_bav = torch.cat([da.sum(0), dv.sum(0)]) if need[2] else None
-        return g_y, g_wav, g_bav, g_wdw, g_bdw, g_wp, g_bp
+        g_y = da.mm(w_a).addmm_(dv, w_v).view(dz.shape) if need[0] else None
+        g_wa = da.t().mm(y2) if need[1] else None
+        g_ba = da.sum(0) if need[2] else None
+        g_wv = dv.t().mm(y2) if need[3] else None
+        g_bv = dv.sum(0) if need[4] else None
+        return g_y, g_wa, g_ba, g_wv, g_bv, g_wdw, g_bdw, g_wp, g_bp
 
 
 class _ConvMlpFunction(torch.autograd.Function):
@@ -170,13 +175,13 @@ class ConvMod(nn.Module):
     def forward(self, x: Tensor, scale: Tensor) -> Tensor:
         """``scale * attn(x)`` for an NHWC ``x`` (the block's layer scale folded into ``proj``)."""
         y = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
-        # att[0] and v in one GEMM (C -> 2C): 3-5 % off a Conv2Former-T training step on CPU
-        w = torch.cat([self.att[0].weight.flatten(1), self.v.weight.flatten(1)])
-        b = torch.cat([self.att[0].bias, self.v.bias])
         if use_fused_cpu_training(y):
             dw = self.att[2]
-            return _ConvModFunction.apply(y, w, b, dw.weight, dw.bias, *_scaled(self.proj, scale))
-        a, v = F.linear(y, w, b).chunk(2, dim=-1)
+            return _ConvModFunction.apply(y, *_pointwise(self.att[0]), *_pointwise(self.v), dw.weight, dw.bias,
+                                          *_scaled(self.proj, scale))
+        # att[0] and v in one GEMM (C -> 2C): 3-5 % off a training step of this autograd path on CPU
+        w = torch.cat([self.att[0].weight.flatten(1), self.v.weight.flatten(1)])
+        a, v = F.linear(y, w, torch.cat([self.att[0].bias, self.v.bias])).chunk(2, dim=-1)
         a = self.att[2](F.gelu(a).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # depthwise on a channels_last view
         return F.linear(a * v, *_scaled(self.proj, scale))
 

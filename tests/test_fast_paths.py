@@ -227,8 +227,9 @@ def test_conv2former_training_functions_gradcheck(kind, k):
     c, hid = 3, (3 if kind == 'mod' else 6)
     d = dict(dtype=torch.double, requires_grad=True)
     if kind == 'mod':
-        args = (torch.randn(2, 4, 5, c, **d), torch.randn(2 * c, c, **d), torch.randn(2 * c, **d),
-                torch.randn(c, 1, k, k, **d), torch.randn(c, **d), torch.randn(c, c, **d), torch.randn(c, **d))
+        args = (torch.randn(2, 4, 5, c, **d), torch.randn(c, c, **d), torch.randn(c, **d), torch.randn(c, c, **d),
+                torch.randn(c, **d), torch.randn(c, 1, k, k, **d), torch.randn(c, **d), torch.randn(c, c, **d),
+                torch.randn(c, **d))
         fn = _ConvModFunction.apply
     else:
         args = (torch.randn(2, 4, 5, c, **d), torch.randn(hid, c, **d), torch.randn(hid, **d),
