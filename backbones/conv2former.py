@@ -13,7 +13,8 @@ matrices) and the layer scales folded into ``proj`` / ``fc2``; in training ``att
 GEMM (the autograd path), the 11x11 depthwise weight gradient runs as a convolution
 (:class:`~backbones.layers.DepthwiseConv2d`) and, in CPU float32, the token mixer and the MLP after their
 LayerNorms are each one autograd Function (:class:`_ConvModFunction`, :class:`_ConvMlpFunction`) that saves
-fewer maps and recomputes two GELUs; the stem's GELU -> BatchNorm pairs are one node
+fewer maps, recomputes two GELUs and runs its forward and input-gradient GEMMs through oneDNN
+(:func:`~backbones.layers.linear_cpu`; weight gradients stay on aten's ``mm``); the stem's GELU -> BatchNorm pairs are one node
 (:meth:`~backbones.layers.BatchNorm2d.forward_gelu`);
 the stem's BatchNorms run on a wide view of their channels_last maps (:class:`~backbones.layers.BatchNorm2d`);
 in CPU float32 inference oneDNN's
@@ -27,8 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import MultiScaleBackbone
-from .layers import (BatchNorm2d, DepthwiseConv2d, LayerNorm2d, depthwise_weight_grad, maybe_drop_path,
-                     use_fused_cpu, use_fused_cpu_training)
+from .layers import (BatchNorm2d, DepthwiseConv2d, LayerNorm2d, depthwise_weight_grad, linear_cpu,
+                     maybe_drop_path, use_fused_cpu, use_fused_cpu_training)
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -85,9 +86,9 @@ class _ConvModFunction(torch.autograd.Function):
                 w_p: Tensor, b_p: Tensor):
         n, h, w, c = y.shape
         y2 = y.reshape(-1, c)
-        a, v = F.linear(y2, w_a, b_a), F.linear(y2, w_v, b_v)
+        a, v = linear_cpu(y2, w_a, b_a), linear_cpu(y2, w_v, b_v)
         att = _rows(F.conv2d(_nchw(F.gelu(a), (n, h, w)), w_dw, b_dw, padding=w_dw.shape[-1] // 2, groups=c))
-        out = F.linear(att * v, w_p, b_p)
+        out = linear_cpu(att * v, w_p, b_p)
         ctx.save_for_backward(y2, a, v, att, w_a, w_v, w_dw, w_p)
         ctx.shape = (n, h, w)
         return out.view(n, h, w, c)
@@ -101,14 +102,14 @@ class _ConvModFunction(torch.autograd.Function):
         dz2 = dz.reshape(m, c)
         g_wp = dz2.t().mm(att * v) if need[7] else None
         g_bp = dz2.sum(0) if need[8] else None
-        dp = dz2.mm(w_p)  # d(att * v); ours to overwrite (never the incoming gradient)
+        dp = linear_cpu(dz2, w_p.t())  # d(att * v); ours to overwrite (never the incoming gradient)
         dv = dp * att
         datt = dp.mul_(v)
         ga = _nchw(F.gelu(a), ctx.shape) if need[5] else _nchw(datt, ctx.shape)  # the input only gives sizes
         gin, g_wdw, g_bdw = _dw_backward(_nchw(datt, ctx.shape), ga, w_dw, True, need[5], need[6])
         da = _rows(gin)  # ours: the input gradient of the dwKxK convolution, overwritten by d a
         torch.ops.aten.gelu_backward.grad_input(da, a, grad_input=da)
-        g_y = da.mm(w_a).addmm_(dv, w_v).view(dz.shape) if need[0] else None
+        g_y = linear_cpu(dv, w_v.t(), add=linear_cpu(da, w_a.t())).view(dz.shape) if need[0] else None
         g_wa = da.t().mm(y2) if need[1] else None
         g_ba = da.sum(0) if need[2] else None
         g_wv = dv.t().mm(y2) if need[3] else None
@@ -126,11 +127,11 @@ class _ConvMlpFunction(torch.autograd.Function):
     def forward(ctx, y: Tensor, w1: Tensor, b1: Tensor, w_pos: Tensor, b_pos: Tensor, w2: Tensor, b2: Tensor):
         n, h, w, c = y.shape
         y2 = y.reshape(-1, c)
-        u = F.linear(y2, w1, b1)
+        u = linear_cpu(y2, w1, b1)
         hid = F.gelu(u)
         d = _rows(F.conv2d(_nchw(hid, (n, h, w)), w_pos, b_pos, padding=1, groups=w_pos.shape[0]))
         s = F.gelu(d).add_(hid)
-        out = F.linear(s, w2, b2)
+        out = linear_cpu(s, w2, b2)
         ctx.save_for_backward(y2, u, d, s, w1, w_pos, w2)
         ctx.shape = (n, h, w)
         return out.view(n, h, w, c)
@@ -144,13 +145,13 @@ class _ConvMlpFunction(torch.autograd.Function):
         dz2 = dz.reshape(m, c)
         g_w2 = dz2.t().mm(s) if need[5] else None
         g_b2 = dz2.sum(0) if need[6] else None
-        ds = dz2.mm(w2)  # ours to overwrite (never the incoming gradient)
+        ds = linear_cpu(dz2, w2.t())  # ours to overwrite (never the incoming gradient)
         dd = torch.ops.aten.gelu_backward(ds, d)
         hid = _nchw(F.gelu(u), ctx.shape) if need[3] else _nchw(dd, ctx.shape)  # the input only gives sizes
         gin, g_wpos, g_bpos = _dw_backward(_nchw(dd, ctx.shape), hid, w_pos, True, need[3], need[4])
         dh = ds.add_(_rows(gin))
         du = torch.ops.aten.gelu_backward.grad_input(dh, u, grad_input=dh)
-        g_y = du.mm(w1).view(dz.shape) if need[0] else None
+        g_y = linear_cpu(du, w1.t()).view(dz.shape) if need[0] else None
         g_w1 = du.t().mm(y2) if need[1] else None
         g_b1 = du.sum(0) if need[2] else None
         return g_y, g_w1, g_b1, g_wpos, g_bpos, g_w2, g_b2

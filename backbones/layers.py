@@ -57,6 +57,8 @@ def _probe_onednn() -> bool:
         ok = torch.allclose(lin(x, w, b, 'gelu', [], 'none'), F.gelu(F.linear(x, w, b)), atol=1e-5)
         ok = ok and torch.allclose(lin.binary(x, other, w, b, 'add'), other + F.linear(x, w, b), atol=1e-5)
         ok = ok and torch.allclose(lin.binary(x, other, w, b, 'mul'), other * F.linear(x, w, b), atol=1e-5)
+        ok = ok and torch.allclose(lin(other, w.t(), None, 'none', [], 'none'), other.mm(w), atol=1e-5)  # a view
+        ok = ok and torch.allclose(lin.binary(other, x, w.t(), None, 'add'), x + other.mm(w), atol=1e-5)
         xi = torch.randn(1, 4, 5, 6, generator=g).contiguous(memory_format=torch.channels_last)
         wc, bc = torch.randn(4, 1, 3, 3, generator=g), torch.randn(4, generator=g)
         ref = F.gelu(F.conv2d(xi, wc, bc, padding=1, groups=4))
@@ -108,6 +110,21 @@ def use_fused_cpu_training(x: torch.Tensor) -> bool:
     enabled, not under autocast or a tracer/compiler (those see plain aten ops)."""
     return (_FusedCPU.training and x.device.type == 'cpu' and x.dtype == torch.float32 and torch.is_grad_enabled()
             and not is_tracing() and not torch.is_autocast_enabled('cpu'))
+
+
+def linear_cpu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+               add: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x @ weight.T (+ bias) (+ add)`` without autograd (inside an autograd Function), through oneDNN's GEMM
+    for CPU float32 where it is available (``weight`` may be a transposed view; ``add`` is summed in the
+    GEMM's epilogue), else aten's. Used for the training Functions' input gradients (``dy @ W``, a short
+    reduction over channels); for weight gradients (``dy.T @ x``, a reduction over every pixel) aten's
+    ``mm`` is faster and stays."""
+    if _FusedCPU.available and x.dtype == torch.float32 and x.device.type == 'cpu':
+        if add is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, add, weight, bias, 'add')
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], 'none')
+    out = F.linear(x, weight, bias)
+    return out if add is None else out.add_(add)
 
 
 # ------------------------------------------------------------------------------ large-kernel depthwise conv
