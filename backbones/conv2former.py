@@ -14,10 +14,9 @@ GEMM (the autograd path), the 11x11 depthwise weight gradient runs as a convolut
 (:class:`~backbones.layers.DepthwiseConv2d`) and, in CPU float32, the token mixer and the MLP after their
 LayerNorms are each one autograd Function (:class:`_ConvModFunction`, :class:`_ConvMlpFunction`) that saves
 fewer maps, recomputes two GELUs and runs its forward and input-gradient GEMMs through oneDNN
-(:func:`~backbones.layers.linear_cpu`; weight gradients stay on aten's ``mm``); the stem's GELU -> BatchNorm pairs are one node
-(:meth:`~backbones.layers.BatchNorm2d.forward_gelu`);
-the stem's BatchNorms run on a wide view of their channels_last maps (:class:`~backbones.layers.BatchNorm2d`);
-in CPU float32 inference oneDNN's
+(:func:`~backbones.layers.linear_cpu`; weight gradients stay on aten's ``mm``); the stem's GELU -> BatchNorm
+pairs are one node (:meth:`~backbones.layers.BatchNorm2d.forward_gelu`); the stem's BatchNorms run on a wide
+view of their channels_last maps (:class:`~backbones.layers.BatchNorm2d`); in CPU float32 inference oneDNN's
 fused kernels take GEMM + GELU, GEMM x v, GEMM + residual and dw3x3 + GELU. Measured against timm's
 ConvNeXt-T: docs/speed.md.
 """

@@ -319,9 +319,10 @@ def _load(out_dir, name):
 GRAD_RTOL, GRAD_ATOL = 1e-4, 1e-6
 # Weights after STEPS AdamW steps: ||update_2ranks - update_1process|| / ||update_1process|| over the
 # parameters (measured 8.6e-5 UperNet, 3.1e-5 Mask R-CNN; a wrong gradient gives O(1), e.g. 0.1 with mmdet's
-# 512 RoIs per image, whose mask-loss normaliser differs). Not per entry: AdamW divides each entry by its own gradient's magnitude, so an entry
-# whose gradient is near 0 by chance moves by a noise-decided fraction of lr. The FROZEN tensors (exact
-# gradient 0, held in both runs) are the only ones whose two gradients may differ by more than 1 %.
+# 512 RoIs per image, whose mask-loss normaliser differs). Not per entry: AdamW divides each entry by its own
+# gradient's magnitude, so an entry whose gradient is near 0 by chance moves by a noise-decided fraction of
+# lr. The FROZEN tensors (exact gradient 0, held in both runs) are the only ones whose two gradients may
+# differ by more than 1 %.
 UPDATE_RTOL = 1e-3
 # BN running statistics after STEPS steps: max |difference| <= BUFFER_RTOL x the buffer's largest entry
 # (measured <= 2.5e-6; 7e-5 while the FROZEN biases still moved: a BN right after a backbone output norm
@@ -427,8 +428,8 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
                 worst_buffer = max(worst_buffer, err / max(v.abs().max().item(), 1e-30))
         report.append(f'{case}: {len(ref["grads"])} gradient tensors, worst error {worst_rel:.1e} of the '
                       f'tensor max ({where}), {worst_tol:.2f} x tolerance; update after {STEPS} steps '
-                      f'{update_err:.1e} relative (left out, gradient 0 up to rounding: {noise}, held); BN running '
-                      f'statistics {worst_buffer:.1e} of their max')
+                      f'{update_err:.1e} relative (left out, gradient 0 up to rounding: {noise}, held); BN '
+                      f'running statistics {worst_buffer:.1e} of their max')
     print('\n' + '\n'.join(report) + f'\n{elapsed:.0f} s')
 
 
