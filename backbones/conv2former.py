@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .base import MultiScaleBackbone
 from .layers import (BatchNorm2d, DepthwiseConv2d, LayerNorm2d, depthwise_weight_grad, linear_cpu,
-                     maybe_drop_path, use_fused_cpu, use_fused_cpu_training)
+                     linear_gelu_cpu, maybe_drop_path, use_fused_cpu, use_fused_cpu_training)
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -191,7 +191,7 @@ class ConvMod(nn.Module):
         lin = torch.ops.mkldnn._linear_pointwise  # present: layers.use_fused_cpu() checked it
         y = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
                          self.norm.eps).reshape(-1, c)
-        a = lin(y, *_pointwise(self.att[0]), 'gelu', [], 'none')  # GEMM + bias + exact GELU
+        a = linear_gelu_cpu(y, *_pointwise(self.att[0]))  # GEMM + bias + exact GELU
         dw = self.att[2]
         a = dw(a.reshape(n, h, w, c).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(-1, c)
         a = lin.binary(y, a, *_pointwise(self.v), 'mul')  # GEMM + bias, times the attention
@@ -226,7 +226,7 @@ class ConvMlp(nn.Module):
         lin = torch.ops.mkldnn._linear_pointwise  # present: layers.use_fused_cpu() checked it
         y = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
                          self.norm.eps).reshape(-1, c)
-        hid = lin(y, *_pointwise(self.fc1), 'gelu', [], 'none')
+        hid = linear_gelu_cpu(y, *_pointwise(self.fc1))
         hc = hid.reshape(n, h, w, -1).permute(0, 3, 1, 2)  # channels_last NCHW view
         p = self.pos
         g = torch.ops.mkldnn._convolution_pointwise(hc, p.weight, p.bias, p.padding, p.stride, p.dilation, p.groups, 'gelu', [], 'none')

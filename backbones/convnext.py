@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from .base import FamilyOption, MultiScaleBackbone
 from .checkpoint import CheckpointError, CheckpointMismatchError
-from .layers import DepthwiseConv2d, LayerNorm2d, maybe_drop_path, use_fused_cpu
+from .layers import DepthwiseConv2d, LayerNorm2d, linear_gelu_cpu, maybe_drop_path, use_fused_cpu
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -131,7 +131,7 @@ class ConvNeXtBlock(nn.Module):
         n, c, h, wd = x.shape
         shortcut = x.permute(0, 2, 3, 1).reshape(n, h * wd, c)  # a view when x is channels_last
         y = self.norm(self.dwconv(x).permute(0, 2, 3, 1)).reshape(n, h * wd, c)
-        y = op(y, self.pwconv1.weight, self.pwconv1.bias, 'gelu', [], 'none')  # GEMM + bias + exact GELU
+        y = linear_gelu_cpu(y, self.pwconv1.weight, self.pwconv1.bias)  # GEMM + bias + exact GELU
         w, b = self.pwconv2.weight, self.pwconv2.bias
         if self.grn is None:
             parts = [(y.reshape(n * h * wd, -1), shortcut.reshape(n * h * wd, c), w)]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from backbones import Conv2Former, build_backbone, load_pretrained
-from backbones.layers import set_fused_cpu_inference, set_fused_cpu_training
+from backbones.layers import _FusedCPU, set_fused_cpu_inference, set_fused_cpu_training
 from conftest import FIXTURES, autograd_nodes
 
 D = os.path.join(FIXTURES, 'conv2former')
@@ -32,19 +32,23 @@ def official_model(**kw):
     return m.eval()
 
 
-@pytest.mark.parametrize('path', ['fused-cpu', 'aten', 'autograd-fn'])
+@pytest.mark.parametrize('path', ['fused-cpu', 'fused-cpu-gelu-epilogue', 'aten', 'autograd-fn'])
 @pytest.mark.parametrize('tag', ['224', '197x251'])
 def test_stage_outputs_match_official(io, tag, path):
-    """Every block path: oneDNN-fused CPU inference, the plain autograd (aten) ops, and the training
-    Functions (``_ConvModFunction`` / ``_ConvMlpFunction``) that run when gradients are recorded."""
+    """Every block path: oneDNN-fused CPU inference (GELU after the GEMM, or as its epilogue: which one runs
+    depends on the CPU, both are checked), the plain autograd (aten) ops, and the training Functions
+    (``_ConvModFunction`` / ``_ConvMlpFunction``) that run when gradients are recorded."""
     model = official_model()
-    old = set_fused_cpu_inference(path == 'fused-cpu'), set_fused_cpu_training(path == 'autograd-fn')
+    old = (set_fused_cpu_inference(path.startswith('fused-cpu')), set_fused_cpu_training(path == 'autograd-fn'),
+           _FusedCPU.gelu_epilogue)
+    _FusedCPU.gelu_epilogue = path.endswith('epilogue')
     try:
         with torch.set_grad_enabled(path == 'autograd-fn'):
             feats = model(io['x'][tag])
     finally:
         set_fused_cpu_inference(old[0])
         set_fused_cpu_training(old[1])
+        _FusedCPU.gelu_epilogue = old[2]
     fns = {n.name() for n in autograd_nodes(feats[-1])}
     assert ('_ConvModFunctionBackward' in fns and '_ConvMlpFunctionBackward' in fns) == (path == 'autograd-fn')
     assert len(feats) == 4

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from backbones import build_backbone
 from backbones.layers import (BatchNorm2d, DepthwiseConv2d, _BatchNormNHWCTrain, _DepthwiseConvCPU, _FusedCPU,
-                              set_fused_cpu_inference, use_fused_cpu)
+                              linear_gelu_cpu, set_fused_cpu_inference, use_fused_cpu)
 from conftest import autograd_nodes
 
 
@@ -103,6 +103,22 @@ def test_batchnorm_function_gradcheck():
             torch.rand(3, dtype=torch.double, requires_grad=True) + 0.5,
             torch.randn(3, dtype=torch.double, requires_grad=True), 1e-5)
     assert torch.autograd.gradcheck(lambda *a: _BatchNormNHWCTrain.apply(*a)[0], args)
+
+
+@pytest.mark.skipif(not _FusedCPU.available, reason='no oneDNN fused ops in this torch build')
+@pytest.mark.parametrize('epilogue', [True, False], ids=['gelu-epilogue', 'gelu-after'])
+def test_linear_gelu_equals_aten(epilogue):
+    torch.manual_seed(0)
+    x, w, b = torch.randn(300, 24), torch.randn(96, 24) * 0.3, torch.randn(96)
+    old, _FusedCPU.gelu_epilogue = _FusedCPU.gelu_epilogue, epilogue
+    try:
+        out = linear_gelu_cpu(x, w, b)
+        out3 = linear_gelu_cpu(x.view(3, 100, 24), w, b)  # ConvNeXt passes (n, h*w, c)
+    finally:
+        _FusedCPU.gelu_epilogue = old
+    ref = torch.nn.functional.gelu(torch.nn.functional.linear(x, w, b))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out3, ref.view(3, 100, 96), rtol=1e-5, atol=1e-5)
 
 
 def test_fused_path_only_without_gradients():
