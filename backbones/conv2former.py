@@ -27,8 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import MultiScaleBackbone
-from .layers import (BatchNorm2d, DepthwiseConv2d, LayerNorm2d, depthwise_weight_grad, linear_cpu,
-                     linear_gelu_cpu, maybe_drop_path, use_fused_cpu, use_fused_cpu_training)
+from .layers import (BatchNorm2d, DepthwiseConv2d, GemmGradConv2d, LayerNorm2d, depthwise_weight_grad,
+                     linear_cpu, linear_gelu_cpu, maybe_drop_path, use_fused_cpu, use_fused_cpu_training)
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -306,14 +306,14 @@ class Conv2Former(MultiScaleBackbone):
             nn.Conv2d(in_channels, half, 3, stride=2, padding=1, bias=False),
             nn.GELU(),
             BatchNorm2d(half),
-            nn.Conv2d(half, half, 3, stride=1, padding=1, bias=False),
+            GemmGradConv2d(half, half, 3, stride=1, padding=1, bias=False),
             nn.GELU(),
             BatchNorm2d(half),
-            nn.Conv2d(half, dims[0], 2, stride=2, bias=False))
+            GemmGradConv2d(half, dims[0], 2, stride=2, bias=False))
         self.downsample_layers = nn.ModuleList([stem])
         for i in range(3):
             self.downsample_layers.append(nn.Sequential(
-                LayerNorm2d(dims[i], eps=1e-6), nn.Conv2d(dims[i], dims[i + 1], 2, stride=2)))
+                LayerNorm2d(dims[i], eps=1e-6), GemmGradConv2d(dims[i], dims[i + 1], 2, stride=2)))
         self.stages = self.make_stages(depths, dpr, lambda i, j, dp: Conv2FormerBlock(
             dims[i], k, arch['mlp_ratio'], dp, arch['layer_scale_init']))
         self.apply(self._init_module)

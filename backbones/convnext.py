@@ -48,7 +48,8 @@ import torch.nn.functional as F
 
 from .base import FamilyOption, MultiScaleBackbone
 from .checkpoint import CheckpointError, CheckpointMismatchError
-from .layers import DepthwiseConv2d, LayerNorm2d, linear_gelu_cpu, maybe_drop_path, use_fused_cpu
+from .layers import (DepthwiseConv2d, GemmGradConv2d, LayerNorm2d, linear_gelu_cpu, maybe_drop_path,
+                     use_fused_cpu)
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -290,10 +291,10 @@ class ConvNeXt(MultiScaleBackbone):
     def _build(self, arch: dict, in_channels: int, dpr: List[float]) -> None:
         dims, depths = arch['dims'], arch['depths']
         self.downsample_layers = nn.ModuleList([nn.Sequential(  # keys downsample_layers.0.{0,1}
-            nn.Conv2d(in_channels, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))])
+            GemmGradConv2d(in_channels, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))])
         for i in range(3):
             self.downsample_layers.append(nn.Sequential(
-                LayerNorm2d(dims[i], eps=1e-6), nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2)))
+                LayerNorm2d(dims[i], eps=1e-6), GemmGradConv2d(dims[i], dims[i + 1], kernel_size=2, stride=2)))
         self.stages = self.make_stages(depths, dpr, lambda i, j, dp: ConvNeXtBlock(
             dims[i], dp, arch['layer_scale_init'], self.use_grn, arch['mlp_ratio'], arch['kernel_size']))
         self.apply(self._init_module)

@@ -7,8 +7,9 @@ import torch
 import torch.nn as nn
 
 from backbones import build_backbone
-from backbones.layers import (BatchNorm2d, DepthwiseConv2d, _BatchNormNHWCTrain, _DepthwiseConvCPU, _FusedCPU,
-                              linear_gelu_cpu, set_fused_cpu_inference, use_fused_cpu)
+from backbones.layers import (BatchNorm2d, DepthwiseConv2d, GemmGradConv2d, _BatchNormNHWCTrain, _DenseConvCPU,
+                              _DepthwiseConvCPU, _FusedCPU, linear_gelu_cpu, set_fused_cpu_inference,
+                              set_fused_cpu_training, use_fused_cpu)
 from conftest import autograd_nodes
 
 
@@ -39,6 +40,59 @@ def test_depthwise_conv_function_gradcheck():
             torch.randn(2, 1, 5, 5, dtype=torch.double, requires_grad=True),
             torch.randn(2, dtype=torch.double, requires_grad=True), (2, 2))
     assert torch.autograd.gradcheck(_DepthwiseConvCPU.apply, args)
+
+
+@pytest.mark.parametrize('geom', [(2, 2, 0), (4, 4, 0), (3, 1, 1), (3, 1, 0), (5, 1, 2), ((1, 3), 1, (0, 1))],
+                         ids=['patch2', 'patch4', '3x3-same', '3x3-valid', '5x5-same', '1x3'])
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('fmt', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'channels_last'])
+def test_gemm_weight_grad_conv_equals_nn_conv2d(geom, bias, fmt):
+    k, s, p = geom
+    torch.manual_seed(0)
+    ours = GemmGradConv2d(5, 7, k, stride=s, padding=p, bias=bias)
+    ref = nn.Conv2d(5, 7, k, stride=s, padding=p, bias=bias)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 5, 13, 18).contiguous(memory_format=fmt)  # 13: a remainder row for the patchify cases
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), ref(xb)
+    assert any(n.name() == '_DenseConvCPUBackward' for n in autograd_nodes(ya))  # the GEMM path really ran
+    torch.testing.assert_close(ya, yb)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-4)
+    assert ours.weight.grad.is_contiguous()
+    if bias:
+        torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('geom', [(2, 2, 0), (3, 1, 1)], ids=['patch2', '3x3-same'])
+def test_gemm_weight_grad_conv_gradcheck(geom):
+    k, s, p = geom
+    args = (torch.randn(2, 3, 6, 7, dtype=torch.double, requires_grad=True),
+            torch.randn(4, 3, k, k, dtype=torch.double, requires_grad=True),
+            torch.randn(4, dtype=torch.double, requires_grad=True), (s, s), (p, p))
+    assert torch.autograd.gradcheck(_DenseConvCPU.apply, args)
+
+
+def test_gemm_weight_grad_conv_only_where_it_applies():
+    conv = GemmGradConv2d(4, 4, 3, padding=1)
+    x = torch.randn(1, 4, 8, 8)
+    nodes = lambda y: {n.name() for n in autograd_nodes(y)}
+    assert '_DenseConvCPUBackward' in nodes(conv(x))
+    assert '_DenseConvCPUBackward' not in nodes(GemmGradConv2d(4, 4, 3, stride=2)(x))  # neither geometry
+    assert '_DenseConvCPUBackward' not in nodes(GemmGradConv2d(4, 4, 3, padding=1, groups=2)(x))
+    conv.weight.requires_grad_(False)  # frozen (frozen_stages): the plain convolution
+    assert '_DenseConvCPUBackward' not in nodes(conv(x.requires_grad_()))
+    conv.weight.requires_grad_(True)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), nn.functional.conv2d(x, conv.weight, conv.bias, padding=1))
+    old = set_fused_cpu_training(False)
+    try:
+        assert '_DenseConvCPUBackward' not in nodes(conv(x))
+    finally:
+        set_fused_cpu_training(old)
 
 
 @pytest.mark.parametrize('shape', [(2, 36, 16, 24), (1, 5, 7, 9), (3, 16, 1, 1)])  # 768 rows, 63 (odd), 3
