@@ -16,9 +16,11 @@ LayerNorms are each one autograd Function (:class:`_ConvModFunction`, :class:`_C
 fewer maps, recomputes two GELUs and runs its forward and input-gradient GEMMs through oneDNN
 (:func:`~backbones.layers.linear_cpu`; weight gradients stay on aten's ``mm``); the stem's GELU -> BatchNorm
 pairs are one node (:meth:`~backbones.layers.BatchNorm2d.forward_gelu`); the stem's BatchNorms run on a wide
-view of their channels_last maps (:class:`~backbones.layers.BatchNorm2d`); in CPU float32 inference oneDNN's
-fused kernels take GEMM + GELU, GEMM x v, GEMM + residual and dw3x3 + GELU. Measured against timm's
-ConvNeXt-T: docs/speed.md.
+view of their channels_last maps (:class:`~backbones.layers.BatchNorm2d`); the weight gradients of the stem's
+3x3 and 2x2 convolutions and of the downsampling convolutions are GEMMs
+(:class:`~backbones.layers.GemmGradConv2d`); in CPU float32 inference oneDNN's fused kernels take GEMM + GELU
+(:func:`~backbones.layers.linear_gelu_cpu`), GEMM x v, GEMM + residual and dw3x3 + GELU. Measured against
+timm's ConvNeXt-T: docs/speed.md.
 """
 from typing import List, Optional, Tuple
 

@@ -34,8 +34,10 @@ Speed: the block runs its MLP in NHWC on a channels_last tensor (the stem's Laye
 channels_last memory, so the permutes around the MLP are free views). With autograd, the layer scale is folded
 into ``pwconv2``'s weight and bias and GRN into ``pwconv2`` as a per-sample weight scaling (one batched GEMM),
 so neither costs passes over the activations. In CPU inference (float32, nothing needs a gradient) the two
-GEMMs go to oneDNN with the bias + GELU and the bias + residual add fused in. The 7x7 depthwise convolution's
-weight gradient runs as a convolution on CPU (:class:`~backbones.layers.DepthwiseConv2d`). The backbone returns
+GEMMs go to oneDNN with the bias + GELU (:func:`~backbones.layers.linear_gelu_cpu`) and the bias + residual
+add fused in. The 7x7 depthwise convolution's weight gradient runs as a convolution on CPU
+(:class:`~backbones.layers.DepthwiseConv2d`), the stem's and downsampling layers' as GEMMs
+(:class:`~backbones.layers.GemmGradConv2d`). The backbone returns
 contiguous NCHW maps (the shared forward of :mod:`backbones.base`).
 """
 import math
