@@ -146,7 +146,9 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, padding: Sequence
     """The ``(c, 1, k, k)`` weight gradient of a stride-1 depthwise convolution of ``x`` (``(n, c, h, w)``,
     any memory format) whose output gradient is ``grad``: per channel, the cross-correlation of the padded
     input with the gradient map, run as one depthwise convolution whose kernels are the gradient maps (batch
-    folded into the groups). See :class:`_DepthwiseConvCPU` for when this beats aten's kernel.
+    folded into the groups). Run that way (contiguous memory) it takes 4-10x less time than the aten/oneDNN
+    depthwise weight-gradient kernel for k >= 5 (measured: 72 ch, 128x192, k 11: 92 -> 10 ms; 96 ch, k 7:
+    66 -> 38 ms, one thread); same values within float32 summation order.
 
     The input is zero-padded here (one copy, which also makes it contiguous) and the convolution runs
     unpadded: oneDNN's AVX2 depthwise kernel refuses a padding above 4, and with ``padding=5`` (k 11) it fell
@@ -159,41 +161,11 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, padding: Sequence
     return gw.reshape(n, c, *gw.shape[2:]).sum(0).unsqueeze(1)
 
 
-class _DepthwiseConvCPU(torch.autograd.Function):
-    """A stride-1 depthwise convolution whose CPU backward computes the weight gradient as a convolution.
-
-    The weight gradient of a ``k x k`` depthwise convolution is, per channel, the cross-correlation of the
-    padded input with the output gradient: a depthwise convolution whose *kernel* is the gradient map. Run
-    that way (contiguous memory, batch folded into the groups) it takes 4-10x less time than the aten/oneDNN
-    depthwise weight-gradient kernel for k >= 5 (measured: 72 ch, 128x192, k 11: 92 -> 10 ms; 96 ch, k 7:
-    66 -> 38 ms, one thread). The input gradient stays aten's. Same values within float32 summation order."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias, padding):
-        ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.has_bias = padding, bias is not None
-        return F.conv2d(x, weight, bias, padding=padding, groups=weight.shape[0])
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        c = x.shape[1]
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], list(ctx.padding), [1, 1],
-                                                     False, [0, 0], c, [True, False, False])[0]
-        if ctx.needs_input_grad[1]:
-            gw = depthwise_weight_grad(x, grad, ctx.padding)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = grad.sum((0, 2, 3))
-        return gx, gw, gb, None
-
-
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim)`` (same parameters, same state-dict keys) whose
-    training backward on CPU uses :class:`_DepthwiseConvCPU` for kernels of 5 and more. Everything else
-    (CUDA, inference, small kernels, tracing and exporting) is the plain convolution."""
+    training backward on CPU uses :class:`_ConvWeightGradCPU` (the weight gradient from
+    :func:`depthwise_weight_grad`) for kernels of 5 and more. Everything else (CUDA, inference, small kernels,
+    tracing and exporting) is the plain convolution."""
 
     def __init__(self, dim: int, kernel_size: int, bias: bool = True):
         super().__init__(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=bias)
@@ -201,7 +173,7 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type == 'cpu' and self.kernel_size[0] >= 5 and torch.is_grad_enabled()
                 and self.weight.requires_grad and not is_tracing()):
-            return _DepthwiseConvCPU.apply(x, self.weight, self.bias, self.padding)
+            return _ConvWeightGradCPU.apply(x, self.weight, self.bias, (1, 1), self.padding, self.groups)
         return super().forward(x)
 
 
@@ -231,13 +203,13 @@ def conv_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: Sequence[int],
     kh, kw = kernel
     g = grad.permute(0, 2, 3, 1)  # NHWC rows (a view when grad is channels_last)
     xh = x.permute(0, 2, 3, 1)
-    if tuple(stride) == (kh, kw) and tuple(padding) == (0, 0):
+    if not _gemm_weight_grad_geometry(kernel, stride, padding):
+        raise ValueError(f'conv_weight_grad: stride {tuple(stride)} with kernel {(kh, kw)} and padding '
+                         f'{tuple(padding)} is neither patchify nor stride 1')
+    if tuple(stride) == (kh, kw):  # patchify (no padding)
         patches = xh[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, ci).permute(0, 1, 3, 2, 4, 5)
         gw = g.reshape(-1, co).t().mm(patches.reshape(-1, kh * kw * ci))
         return gw.view(co, kh, kw, ci).permute(0, 3, 1, 2).contiguous()
-    if tuple(stride) != (1, 1):
-        raise ValueError(f'conv_weight_grad: stride {tuple(stride)} with kernel {(kh, kw)} and padding '
-                         f'{tuple(padding)} is neither patchify nor stride 1')
     ph, pw = padding
     hp, wp = h + 2 * ph, w + 2 * pw
     xbuf = x.new_zeros((n, hp * wp + kw - 1, ci))  # padded NHWC rows, plus the last tap's overrun
@@ -255,15 +227,16 @@ def conv_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: Sequence[int],
     return gw.permute(2, 3, 0, 1).contiguous()
 
 
-class _DenseConvCPU(torch.autograd.Function):
-    """A dense convolution whose CPU backward computes the weight gradient with :func:`conv_weight_grad`;
-    the input gradient stays aten's."""
+class _ConvWeightGradCPU(torch.autograd.Function):
+    """A convolution whose CPU backward computes the weight gradient with this module's own kernels:
+    :func:`depthwise_weight_grad` for a stride-1 depthwise convolution (``groups > 1``), :func:`conv_weight_grad`
+    for a dense one (``groups == 1``). The input gradient stays aten's."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias, stride, padding):
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, groups: int):
         ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.padding, ctx.has_bias = stride, padding, bias is not None
-        return F.conv2d(x, weight, bias, stride, padding)
+        ctx.stride, ctx.padding, ctx.groups, ctx.has_bias = stride, padding, groups, bias is not None
+        return F.conv2d(x, weight, bias, stride, padding, groups=groups)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -272,12 +245,13 @@ class _DenseConvCPU(torch.autograd.Function):
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
             gx = torch.ops.aten.convolution_backward(grad, x, weight, None, list(ctx.stride), list(ctx.padding),
-                                                     [1, 1], False, [0, 0], 1, [True, False, False])[0]
+                                                     [1, 1], False, [0, 0], ctx.groups, [True, False, False])[0]
         if ctx.needs_input_grad[1]:
-            gw = conv_weight_grad(x, grad, weight.shape[2:], ctx.stride, ctx.padding)
+            gw = (depthwise_weight_grad(x, grad, ctx.padding) if ctx.groups > 1
+                  else conv_weight_grad(x, grad, weight.shape[2:], ctx.stride, ctx.padding))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum((0, 2, 3))
-        return gx, gw, gb, None, None
+        return gx, gw, gb, None, None, None
 
 
 class GemmGradConv2d(nn.Conv2d):
@@ -291,7 +265,7 @@ class GemmGradConv2d(nn.Conv2d):
         if (self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == 'zeros'
                 and not isinstance(self.padding, str) and self.weight.requires_grad and use_fused_cpu_training(x)
                 and _gemm_weight_grad_geometry(self.kernel_size, self.stride, self.padding)):
-            return _DenseConvCPU.apply(x, self.weight, self.bias, self.stride, self.padding)
+            return _ConvWeightGradCPU.apply(x, self.weight, self.bias, self.stride, self.padding, 1)
         return super().forward(x)
 
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 
 from backbones import build_backbone
-from backbones.layers import (BatchNorm2d, DepthwiseConv2d, GemmGradConv2d, _BatchNormNHWCTrain, _DenseConvCPU,
-                              _DepthwiseConvCPU, _FusedCPU, linear_gelu_cpu, set_fused_cpu_inference,
-                              set_fused_cpu_training, use_fused_cpu)
+from backbones.layers import (BatchNorm2d, DepthwiseConv2d, GemmGradConv2d, _BatchNormNHWCTrain, _ConvWeightGradCPU,
+                              _FusedCPU, linear_gelu_cpu, set_fused_cpu_inference, set_fused_cpu_training,
+                              use_fused_cpu)
 from conftest import autograd_nodes
 
 
@@ -26,6 +26,8 @@ def test_depthwise_conv_gradients_equal_nn_conv2d(k, bias, fmt):
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     g = torch.randn(2, 6, 13, 17)
     ya, yb = ours(xa), ref(xb)
+    ran = any(n.name() == '_ConvWeightGradCPUBackward' for n in autograd_nodes(ya))
+    assert ran == (k >= 5)  # the custom weight gradient for large kernels only
     torch.testing.assert_close(ya, yb)
     ya.backward(g)
     yb.backward(g)
@@ -38,8 +40,8 @@ def test_depthwise_conv_gradients_equal_nn_conv2d(k, bias, fmt):
 def test_depthwise_conv_function_gradcheck():
     args = (torch.randn(2, 2, 5, 6, dtype=torch.double, requires_grad=True),
             torch.randn(2, 1, 5, 5, dtype=torch.double, requires_grad=True),
-            torch.randn(2, dtype=torch.double, requires_grad=True), (2, 2))
-    assert torch.autograd.gradcheck(_DepthwiseConvCPU.apply, args)
+            torch.randn(2, dtype=torch.double, requires_grad=True), (1, 1), (2, 2), 2)
+    assert torch.autograd.gradcheck(_ConvWeightGradCPU.apply, args)
 
 
 @pytest.mark.parametrize('geom', [(2, 2, 0), (4, 4, 0), (3, 1, 1), (3, 1, 0), (5, 1, 2), ((1, 3), 1, (0, 1))],
@@ -55,7 +57,7 @@ def test_gemm_weight_grad_conv_equals_nn_conv2d(geom, bias, fmt):
     x = torch.randn(2, 5, 13, 18).contiguous(memory_format=fmt)  # 13: a remainder row for the patchify cases
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = ours(xa), ref(xb)
-    assert any(n.name() == '_DenseConvCPUBackward' for n in autograd_nodes(ya))  # the GEMM path really ran
+    assert any(n.name() == '_ConvWeightGradCPUBackward' for n in autograd_nodes(ya))  # the GEMM path really ran
     torch.testing.assert_close(ya, yb)
     g = torch.randn_like(ya)
     ya.backward(g)
@@ -72,25 +74,25 @@ def test_gemm_weight_grad_conv_gradcheck(geom):
     k, s, p = geom
     args = (torch.randn(2, 3, 6, 7, dtype=torch.double, requires_grad=True),
             torch.randn(4, 3, k, k, dtype=torch.double, requires_grad=True),
-            torch.randn(4, dtype=torch.double, requires_grad=True), (s, s), (p, p))
-    assert torch.autograd.gradcheck(_DenseConvCPU.apply, args)
+            torch.randn(4, dtype=torch.double, requires_grad=True), (s, s), (p, p), 1)
+    assert torch.autograd.gradcheck(_ConvWeightGradCPU.apply, args)
 
 
 def test_gemm_weight_grad_conv_only_where_it_applies():
     conv = GemmGradConv2d(4, 4, 3, padding=1)
     x = torch.randn(1, 4, 8, 8)
     nodes = lambda y: {n.name() for n in autograd_nodes(y)}
-    assert '_DenseConvCPUBackward' in nodes(conv(x))
-    assert '_DenseConvCPUBackward' not in nodes(GemmGradConv2d(4, 4, 3, stride=2)(x))  # neither geometry
-    assert '_DenseConvCPUBackward' not in nodes(GemmGradConv2d(4, 4, 3, padding=1, groups=2)(x))
+    assert '_ConvWeightGradCPUBackward' in nodes(conv(x))
+    assert '_ConvWeightGradCPUBackward' not in nodes(GemmGradConv2d(4, 4, 3, stride=2)(x))  # neither geometry
+    assert '_ConvWeightGradCPUBackward' not in nodes(GemmGradConv2d(4, 4, 3, padding=1, groups=2)(x))
     conv.weight.requires_grad_(False)  # frozen (frozen_stages): the plain convolution
-    assert '_DenseConvCPUBackward' not in nodes(conv(x.requires_grad_()))
+    assert '_ConvWeightGradCPUBackward' not in nodes(conv(x.requires_grad_()))
     conv.weight.requires_grad_(True)
     with torch.no_grad():
         torch.testing.assert_close(conv(x), nn.functional.conv2d(x, conv.weight, conv.bias, padding=1))
     old = set_fused_cpu_training(False)
     try:
-        assert '_DenseConvCPUBackward' not in nodes(conv(x))
+        assert '_ConvWeightGradCPUBackward' not in nodes(conv(x))
     finally:
         set_fused_cpu_training(old)
 
