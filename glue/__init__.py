@@ -1,5 +1,9 @@
 """The thin OpenMMLab glue shared by ``detection`` and ``segmentation`` (needs mmengine only).
 
+Importing ``glue`` (and its torch-only modules, such as :mod:`glue.measure`, which the backbone benchmark
+uses) needs torch alone: what needs mmengine is imported when it is used, so the benchmark runs on a
+machine with torch and timm only (a GPU box without OpenMMLab packages).
+
 ``register(models, optim_constructors)`` puts every backbone family of the table and the layer-decay
 optimizer constructor into one OpenMMLab scope's registries; ``detection`` calls it with mmdet's
 registries and ``segmentation`` with mmseg's. It also makes mmengine read checkpoints through our safe
@@ -14,11 +18,13 @@ mmcv_ops.install()  # before anything imports mmcv.ops: mmcv-lite gets its ops o
 from backbones import families  # noqa: E402
 
 from .channels import ChannelMismatchError, check_model_channels  # noqa: E402
-from .memory_format import ChannelsLastDDP, ChannelsLastHook  # noqa: E402
 from .checkpoints import read_runner_checkpoint, use_safe_checkpoint_loader  # noqa: E402
-from .optim import LayerDecayOptimWrapperConstructor  # noqa: E402
-from .resume import RNGStateHook, find_resume_checkpoint, prepare_resume  # noqa: E402
 from .sync_bn import CPUSyncBatchNorm, register_cpu_sync_bn  # noqa: E402
+
+# names whose modules subclass mmengine classes at import: loaded on first use (see the module docstring)
+_LAZY = {'LayerDecayOptimWrapperConstructor': 'optim', 'RNGStateHook': 'resume',
+         'find_resume_checkpoint': 'resume', 'prepare_resume': 'resume',
+         'ChannelsLastHook': 'memory_format', 'ChannelsLastDDP': 'memory_format'}
 
 __all__ = ['register', 'LayerDecayOptimWrapperConstructor', 'read_runner_checkpoint', 'use_safe_checkpoint_loader',
            'check_model_channels', 'ChannelMismatchError', 'RNGStateHook', 'find_resume_checkpoint', 'prepare_resume',
@@ -41,8 +47,18 @@ def _bridge_logging():
         log.propagate = False
 
 
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f'.{_LAZY[name]}', __name__), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 def register(models, optim_constructors) -> None:
     """Register every backbone family (by class name) and the optimizer constructor; idempotent."""
+    from .memory_format import ChannelsLastDDP, ChannelsLastHook
+    from .optim import LayerDecayOptimWrapperConstructor
+    from .resume import RNGStateHook
     for name, cls in families().items():
         existing = models.module_dict.get(name)
         if existing is cls:

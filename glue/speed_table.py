@@ -31,16 +31,34 @@ TASKS = (('Mask R-CNN', 'maskrcnn', 'configs/det/{}_maskrcnn.py'),
 
 
 def machine() -> str:
-    """'<cpu model>, <n> cores, <mem> GiB' from /proc (Linux), else what platform knows."""
+    """'<cpu model> (family F model M, <ISA>), <n> logical cores, <mem> GiB' from /proc (Linux), else what
+    platform knows. The family/model and torch's CPU capability (AVX512, AVX2, ...) tell apart machines that
+    share a model name ('AMD EPYC' is a Zen 2 with AVX2 only or a Zen 4 with AVX-512): oneDNN picks its
+    kernels by the instruction set, and the ratios of docs/speed.md differ between them."""
     cpu = platform.processor() or platform.machine()
+    info = {}
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
-                if line.startswith('model name'):
-                    cpu = line.split(':', 1)[1].strip()
+                key, _, value = line.partition(':')
+                key = key.strip()
+                if key in ('model name', 'cpu family', 'model') and key not in info:
+                    info[key] = value.strip()
+                if not line.strip():  # the first processor's block is enough
                     break
+        cpu = info.get('model name', cpu)
     except OSError:
         pass
+    extra = []
+    if 'cpu family' in info and 'model' in info:
+        extra.append(f'family {info["cpu family"]} model {info["model"]}')
+    try:
+        import torch
+        extra.append(torch.backends.cpu.get_cpu_capability())
+    except (ImportError, AttributeError):
+        pass
+    if extra:
+        cpu += f' ({", ".join(extra)})'
     mem = ''
     try:
         with open('/proc/meminfo') as f:

@@ -55,6 +55,29 @@ def test_benchmark_with_reference(tmp_path):
                                                 / res['timm:convnext_atto']['fwd']['median_ms'])
 
 
+_NO_OPENMMLAB = """
+import runpy, sys
+# a machine without OpenMMLab (the lent GPU box has torch and timm only): a None entry in sys.modules makes
+# 'import mmengine' raise ModuleNotFoundError and importlib.util.find_spec('mmcv') return None, as if absent
+for name in ('mmengine', 'mmcv', 'mmdet', 'mmseg'):
+    sys.modules[name] = None
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_benchmark_needs_torch_only(tmp_path):
+    # the backbone benchmark is the script to run on a lent GPU machine, which has no mmengine/mmcv/mmdet/mmseg
+    out = tmp_path / 'bench.json'
+    proc = subprocess.run([sys.executable, '-c', _NO_OPENMMLAB, TOOL, 'conv2former_n', '--shape', '64', '64',
+                           '--repeats', '1', '--warmup', '0', '--threads', '1', '--no-memory', '--json', str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=os.path.dirname(ROOT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(out.read_text())['results']
+    assert [r['label'] for r in res] == ['conv2former_n'] and res[0]['fwdbwd']['median_ms'] > 0
+    assert 'No module named' not in proc.stderr
+
+
 def test_unknown_name_lists_valid_ones():
     proc = _run('not_a_backbone', '--shape', '32', '32', '--repeats', '1', '--warmup', '0', timeout=60)
     assert proc.returncode == 2
