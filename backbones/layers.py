@@ -75,6 +75,11 @@ class _FusedCPU:
     # then aten's in-place GELU, same values (bit for bit on AVX2) and faster: on an AMD EPYC Zen 2 (AVX2,
     # 2 threads) the epilogue cost 2.8 ms on a 1536x1152 output that aten's GELU takes in 0.95 ms
     gelu_epilogue: bool = torch.backends.cpu.get_cpu_capability() == 'AVX512'
+    # GemmGradConv2d's GEMM weight gradients where oneDNN's own kernel is slow (AVX2: 6-10 GMAC/s). On AVX-512
+    # it was neutral (AMD Zen 4, paired whole-model fwd+bwd at 512x768: 0.993), and there its different
+    # summation order parted the 2-rank and 1-process Mask R-CNN runs of tests/test_dist_equivalence.py
+    # (AdamW update error 0.019 against 1e-3), so oneDNN keeps those gradients on AVX-512 machines
+    gemm_weight_grad: bool = torch.backends.cpu.get_cpu_capability() != 'AVX512'
 
 
 def set_fused_cpu_inference(flag: bool) -> bool:
@@ -257,13 +262,15 @@ class _ConvWeightGradCPU(torch.autograd.Function):
 class GemmGradConv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters, same state-dict keys) whose CPU float32 training backward computes
     the weight gradient as GEMMs (:func:`conv_weight_grad`) for patchify and stride-1 convolutions: the
-    stems and downsampling layers. oneDNN's AVX2 weight-gradient kernel ran these at 6-10 GMAC/s. Everything
+    stems and downsampling layers. oneDNN's AVX2 weight-gradient kernel ran these at 6-10 GMAC/s; on AVX-512
+    CPUs oneDNN's is as fast and is kept (``_FusedCPU.gemm_weight_grad``). Everything
     else (CUDA, inference, frozen weights, groups, tracing and exporting, ``set_fused_cpu_training(False)``)
     is the plain convolution."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == 'zeros'
-                and not isinstance(self.padding, str) and self.weight.requires_grad and use_fused_cpu_training(x)
+                and not isinstance(self.padding, str) and self.weight.requires_grad and _FusedCPU.gemm_weight_grad
+                and use_fused_cpu_training(x)
                 and _gemm_weight_grad_geometry(self.kernel_size, self.stride, self.padding)):
             return _ConvWeightGradCPU.apply(x, self.weight, self.bias, self.stride, self.padding, 1)
         return super().forward(x)

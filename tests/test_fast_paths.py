@@ -44,11 +44,19 @@ def test_depthwise_conv_function_gradcheck():
     assert torch.autograd.gradcheck(_ConvWeightGradCPU.apply, args)
 
 
+@pytest.fixture
+def gemm_weight_grad():
+    """GemmGradConv2d's GEMM path on, whatever this CPU's default (off on AVX-512 machines)."""
+    old, _FusedCPU.gemm_weight_grad = _FusedCPU.gemm_weight_grad, True
+    yield
+    _FusedCPU.gemm_weight_grad = old
+
+
 @pytest.mark.parametrize('geom', [(2, 2, 0), (4, 4, 0), (3, 1, 1), (3, 1, 0), (5, 1, 2), ((1, 3), 1, (0, 1))],
                          ids=['patch2', 'patch4', '3x3-same', '3x3-valid', '5x5-same', '1x3'])
 @pytest.mark.parametrize('bias', [True, False])
 @pytest.mark.parametrize('fmt', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'channels_last'])
-def test_gemm_weight_grad_conv_equals_nn_conv2d(geom, bias, fmt):
+def test_gemm_weight_grad_conv_equals_nn_conv2d(geom, bias, fmt, gemm_weight_grad):
     k, s, p = geom
     torch.manual_seed(0)
     ours = GemmGradConv2d(5, 7, k, stride=s, padding=p, bias=bias)
@@ -78,7 +86,7 @@ def test_gemm_weight_grad_conv_gradcheck(geom):
     assert torch.autograd.gradcheck(_ConvWeightGradCPU.apply, args)
 
 
-def test_gemm_weight_grad_conv_only_where_it_applies():
+def test_gemm_weight_grad_conv_only_where_it_applies(gemm_weight_grad):
     conv = GemmGradConv2d(4, 4, 3, padding=1)
     x = torch.randn(1, 4, 8, 8)
     nodes = lambda y: {n.name() for n in autograd_nodes(y)}
