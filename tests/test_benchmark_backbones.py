@@ -160,3 +160,17 @@ def test_speed_table_document(tmp_path):
                            str(tmp_path / 'again.md')], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / 'again.md').read_text() == text
+
+
+def test_speed_table_machine_names_cpu_type():
+    # 'AMD EPYC' alone was a Zen 2 (AVX2) or a Zen 4 (AVX-512): the document must tell them apart
+    from glue.speed_table import machine
+    line = machine()
+    assert torch.backends.cpu.get_cpu_capability() in line and 'logical cores' in line
+    if os.path.exists('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as f:
+            fields = dict(l.split(':', 1) for l in f.read().split('\n\n')[0].splitlines() if ':' in l)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        if 'cpu family' in fields:
+            assert f"family {fields['cpu family']} model {fields['model']}" in line
+            assert line.startswith(fields['model name'])
