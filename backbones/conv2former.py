@@ -29,8 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import MultiScaleBackbone
-from .layers import (BatchNorm2d, DepthwiseConv2d, GemmGradConv2d, LayerNorm2d, depthwise_weight_grad,
-                     linear_cpu, linear_gelu_cpu, maybe_drop_path, use_fused_cpu, use_fused_cpu_training)
+from .layers import (BatchNorm2d, DepthwiseConv2d, GemmGradConv2d, LayerNorm2d, depthwise3x3_input_grad_add_,
+                     depthwise3x3_into, depthwise_weight_grad, gelu_into, linear_cpu, linear_gelu_cpu, linear_into,
+                     maybe_drop_path, spare_empty, spare_give, use_fused_cpu, use_fused_cpu_training)
 from .registry import register_family
 
 Tensor = torch.Tensor
@@ -122,16 +123,22 @@ class _ConvMlpFunction(torch.autograd.Function):
     """:meth:`ConvMlp.forward` after the LayerNorm, ``fc2(h + GELU(dw3x3 h))`` with ``h = GELU(fc1 y)``, as one
     autograd node for CPU float32 training. Same ops and values as the autograd path; per pixel it keeps
     ``y`` and three hidden-size maps (fc1's output, the dw3x3 output, fc2's input) for the backward instead of
-    four, recomputing ``h`` there (one GELU pass), and writes its backward sums in place."""
+    four, recomputing ``h`` there (one GELU pass), and writes its backward sums in place: the dw3x3's input
+    gradient is added by oneDNN straight into fc2's (:func:`~backbones.layers.depthwise3x3_input_grad_add_`).
+    Its hidden-size temporaries (``h`` in the forward; fc2's input gradient, the dw3x3's output gradient and
+    the recomputed ``h`` in the backward) go back to :func:`~backbones.layers.spare_give` when dead, and its
+    big maps are written into :func:`~backbones.layers.spare_empty` buffers: fresh 35-70 MB maps are faulted
+    in page by page (see :class:`~backbones.layers._Spares`)."""
 
     @staticmethod
     def forward(ctx, y: Tensor, w1: Tensor, b1: Tensor, w_pos: Tensor, b_pos: Tensor, w2: Tensor, b2: Tensor):
         n, h, w, c = y.shape
         y2 = y.reshape(-1, c)
-        u = linear_cpu(y2, w1, b1)
-        hid = F.gelu(u)
-        d = _rows(F.conv2d(_nchw(hid, (n, h, w)), w_pos, b_pos, padding=1, groups=w_pos.shape[0]))
-        s = F.gelu(d).add_(hid)
+        u = linear_into(y2, w1, b1)
+        hid = gelu_into(u)
+        d = _rows(depthwise3x3_into(_nchw(hid, (n, h, w)), w_pos, b_pos))
+        s = gelu_into(d).add_(hid)
+        spare_give(hid)
         out = linear_cpu(s, w2, b2)
         ctx.save_for_backward(y2, u, d, s, w1, w_pos, w2)
         ctx.shape = (n, h, w)
@@ -146,15 +153,21 @@ class _ConvMlpFunction(torch.autograd.Function):
         dz2 = dz.reshape(m, c)
         g_w2 = dz2.t().mm(s) if need[5] else None
         g_b2 = dz2.sum(0) if need[6] else None
-        ds = linear_cpu(dz2, w2.t())  # ours to overwrite (never the incoming gradient)
-        dd = torch.ops.aten.gelu_backward(ds, d)
-        hid = _nchw(F.gelu(u), ctx.shape) if need[3] else _nchw(dd, ctx.shape)  # the input only gives sizes
-        gin, g_wpos, g_bpos = _dw_backward(_nchw(dd, ctx.shape), hid, w_pos, True, need[3], need[4])
-        dh = ds.add_(_rows(gin))
-        du = torch.ops.aten.gelu_backward.grad_input(dh, u, grad_input=dh)
+        ds = linear_into(dz2, w2.t())  # ours to overwrite (never the incoming gradient)
+        dd = torch.ops.aten.gelu_backward.grad_input(ds, d, grad_input=spare_empty(ds.shape, ds))
+        hid = gelu_into(u) if need[3] else None
+        if need[3] or need[4]:
+            _, g_wpos, g_bpos = torch.ops.aten.convolution_backward(
+                _nchw(dd, ctx.shape), _nchw(hid if hid is not None else dd, ctx.shape), w_pos, [w_pos.shape[0]],
+                [1, 1], [1, 1], [1, 1], False, [0, 0], w_pos.shape[0], [False, need[3], need[4]])
+        else:
+            g_wpos = g_bpos = None
+        depthwise3x3_input_grad_add_(_nchw(ds, ctx.shape), _nchw(dd, ctx.shape), w_pos)  # ds is now d h
+        du = torch.ops.aten.gelu_backward.grad_input(ds, u, grad_input=ds)
         g_y = linear_cpu(du, w1.t()).view(dz.shape) if need[0] else None
         g_w1 = du.t().mm(y2) if need[1] else None
         g_b1 = du.sum(0) if need[2] else None
+        spare_give(ds, dd, hid)
         return g_y, g_w1, g_b1, g_wpos, g_bpos, g_w2, g_b2
 
 

@@ -1,5 +1,6 @@
 """Small layers shared by the families (pure PyTorch)."""
-from typing import Optional, Sequence
+import threading
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -47,7 +48,8 @@ class LayerNorm2d(nn.LayerNorm):
 def _probe_onednn() -> bool:
     """Whether oneDNN's fused CPU ops exist and agree with the aten ones: ``mkldnn::_linear_pointwise``
     (GEMM + bias + GELU, or GEMM + bias then + or x another tensor, in one call) and ``mkldnn::_convolution_pointwise``
-    (convolution + bias + GELU). They are private ops of torch's oneDNN integration (what inductor emits)
+    (convolution + bias + GELU) and ``mkldnn::_convolution_pointwise_.binary`` (convolution + bias added in place
+    into a given map). They are private ops of torch's oneDNN integration (what inductor emits)
     and have no autograd, so blocks use them only where no gradient is needed (see :func:`use_fused_cpu`)."""
     try:
         lin, conv = torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._convolution_pointwise
@@ -62,7 +64,12 @@ def _probe_onednn() -> bool:
         xi = torch.randn(1, 4, 5, 6, generator=g).contiguous(memory_format=torch.channels_last)
         wc, bc = torch.randn(4, 1, 3, 3, generator=g), torch.randn(4, generator=g)
         ref = F.gelu(F.conv2d(xi, wc, bc, padding=1, groups=4))
-        return ok and torch.allclose(conv(xi, wc, bc, [1, 1], [1, 1], [1, 1], 4, 'gelu', [], 'none'), ref, atol=1e-5)
+        ok = ok and torch.allclose(conv(xi, wc, bc, [1, 1], [1, 1], [1, 1], 4, 'gelu', [], 'none'), ref, atol=1e-5)
+        acc = torch.randn(1, 4, 5, 6, generator=g).contiguous(memory_format=torch.channels_last)
+        ref = acc + F.conv2d(xi, wc, bc, padding=1, groups=4)
+        out = torch.ops.mkldnn._convolution_pointwise_.binary(acc, xi, wc, bc, [1, 1], [1, 1], [1, 1], 4, 'add',
+                                                              None, None, [], None)
+        return ok and out is acc and torch.allclose(acc, ref, atol=1e-5)  # in place, into acc
     except Exception:  # no oneDNN in this build, or the private ops changed: use the aten path
         return False
 
@@ -144,6 +151,107 @@ def linear_gelu_cpu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     if _FusedCPU.gelu_epilogue:
         return lin(x, weight, bias, 'gelu', [], 'none')
     return torch.ops.aten.gelu_(lin(x, weight, bias, 'none', [], 'none'))
+
+
+# ------------------------------------------------------------------------------ spare buffers of big CPU maps
+class _Spares(threading.local):
+    """Dead big CPU maps kept for reuse by the training Functions (per thread; see :func:`spare_empty`).
+
+    glibc's malloc serves a request of 32 MiB or more (its largest mmap threshold) from fresh pages of the
+    kernel unless a free block of its heap is that large, and gives them back on free, so such a map is
+    faulted in page by page at its first write, every time: 20-25 ms for the 70 MB hidden-size maps of
+    Conv2Former-T's stage-1 MLP at 800x1216 (2 threads; 8 ms to write the same map when its pages are
+    resident). Writing temporaries into buffers that an earlier block left here skips that. At most
+    ``cap`` buffers (the most recently given) are kept, between training steps too: up to
+    ``cap * max_bytes`` of memory that the next step's first big maps reuse."""
+    min_bytes: int = 32 << 20
+    max_bytes: int = 1 << 30
+    cap: int = 4
+
+    def __init__(self):
+        self.buffers: List[torch.Tensor] = []
+
+
+_SPARES = _Spares()
+
+
+def spare_wanted(shape: Sequence[int], like: torch.Tensor) -> bool:
+    """Whether a map of ``shape`` (dtype and device of ``like``) is big enough for :func:`spare_empty`."""
+    nbytes = like.element_size()
+    for s in shape:
+        nbytes *= s
+    return like.device.type == 'cpu' and _Spares.min_bytes <= nbytes <= _Spares.max_bytes
+
+
+def spare_empty(shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised contiguous tensor of ``shape`` (dtype and device of ``like``): a buffer given back
+    through :func:`spare_give` when one of that shape and dtype is there, else a new one."""
+    shape = tuple(shape)
+    if spare_wanted(shape, like):
+        bufs = _SPARES.buffers
+        inference = torch.is_inference_mode_enabled()
+        for i in range(len(bufs) - 1, -1, -1):  # an inference-mode tensor cannot be saved for a backward
+            if bufs[i].shape == shape and bufs[i].dtype == like.dtype and bufs[i].is_inference() == inference:
+                return bufs.pop(i)
+    return like.new_empty(shape)
+
+
+def spare_give(*tensors: Optional[torch.Tensor]) -> None:
+    """Hand dead maps back for :func:`spare_empty`. The caller guarantees that nothing else refers to them
+    (no view, no autograd save, not returned); the small ones, views and non-contiguous ones are ignored."""
+    bufs = _SPARES.buffers
+    for t in tensors:
+        if (t is not None and t._base is None and t.is_contiguous() and not t.requires_grad
+                and spare_wanted(t.shape, t) and all(b is not t for b in bufs)):
+            bufs.append(t)
+    del bufs[:max(0, len(bufs) - _Spares.cap)]
+
+
+def release_spares() -> None:
+    """Free the buffers kept by :func:`spare_give` (this thread's), e.g. after CPU training."""
+    _SPARES.buffers.clear()
+
+
+def gelu_into(x: torch.Tensor) -> torch.Tensor:
+    """``F.gelu(x)`` (exact) written into :func:`spare_empty`."""
+    return torch.ops.aten.gelu.out(x, out=spare_empty(x.shape, x))
+
+
+def linear_into(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x @ weight.T (+ bias)`` without autograd: a big output (:func:`spare_wanted`) is written into
+    :func:`spare_empty` by aten's GEMM (its pages resident), a small one comes from :func:`linear_cpu`
+    (oneDNN's GEMM, 10-20 % faster than aten's when no page faults are at stake)."""
+    shape = (x.shape[0], weight.shape[0])
+    if not spare_wanted(shape, x):
+        return linear_cpu(x, weight, bias)
+    out = spare_empty(shape, x)
+    return torch.mm(x, weight.t(), out=out) if bias is None else torch.addmm(bias, x, weight.t(), out=out)
+
+
+def depthwise3x3_into(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=1, groups=c)`` for a channels_last ``(n, c, h, w)`` ``x`` (no
+    autograd), as a channels_last result. A big one is oneDNN's convolution added into a zeroed
+    :func:`spare_empty` buffer (stage-1 hidden map of Conv2Former-T at 800x1216: 39 -> 21 ms)."""
+    n, c, h, w = x.shape
+    if not (_FusedCPU.available and x.dtype == torch.float32 and spare_wanted((n, h, w, c), x)):
+        return F.conv2d(x, weight, bias, padding=1, groups=c)
+    out = spare_empty((n, h, w, c), x).zero_().permute(0, 3, 1, 2)
+    return torch.ops.mkldnn._convolution_pointwise_.binary(out, x, weight, bias, [1, 1], [1, 1], [1, 1], c, 'add',
+                                                           None, None, [], None)
+
+
+def depthwise3x3_input_grad_add_(acc: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``acc += `` the input gradient of a stride-1, padding-1 depthwise 3x3 convolution whose output gradient
+    is ``grad`` (both channels_last ``(n, c, h, w)``), in place: the convolution of ``grad`` with the flipped
+    kernels, added by oneDNN into ``acc`` (stage-1 hidden map of Conv2Former-T at 800x1216: 39 -> 17 ms
+    against aten's convolution_backward and a separate add); aten's where oneDNN is missing."""
+    c = weight.shape[0]
+    if _FusedCPU.available and grad.dtype == torch.float32 and grad.device.type == 'cpu':
+        return torch.ops.mkldnn._convolution_pointwise_.binary(acc, grad, weight.flip(-1, -2), None, [1, 1], [1, 1],
+                                                               [1, 1], c, 'add', None, None, [], None)
+    gin = torch.ops.aten.convolution_backward(grad, grad, weight, [c], [1, 1], [1, 1], [1, 1], False, [0, 0], c,
+                                              [True, False, False])[0]
+    return acc.add_(gin)
 
 
 # ------------------------------------------------------------------------------ large-kernel depthwise conv

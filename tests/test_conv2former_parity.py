@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from backbones import Conv2Former, build_backbone, load_pretrained
-from backbones.layers import _FusedCPU, set_fused_cpu_inference, set_fused_cpu_training
+from backbones.layers import (_SPARES, _FusedCPU, _Spares, release_spares, set_fused_cpu_inference,
+                             set_fused_cpu_training)
 from conftest import FIXTURES, autograd_nodes
 
 D = os.path.join(FIXTURES, 'conv2former')
@@ -32,25 +33,36 @@ def official_model(**kw):
     return m.eval()
 
 
-@pytest.mark.parametrize('path', ['fused-cpu', 'fused-cpu-gelu-epilogue', 'aten', 'autograd-fn'])
+@pytest.mark.parametrize('path', ['fused-cpu', 'fused-cpu-gelu-epilogue', 'aten', 'autograd-fn', 'autograd-fn-spares'])
 @pytest.mark.parametrize('tag', ['224', '197x251'])
 def test_stage_outputs_match_official(io, tag, path):
     """Every block path: oneDNN-fused CPU inference (GELU after the GEMM, or as its epilogue: which one runs
     depends on the CPU, both are checked), the plain autograd (aten) ops, and the training Functions
-    (``_ConvModFunction`` / ``_ConvMlpFunction``) that run when gradients are recorded."""
+    (``_ConvModFunction`` / ``_ConvMlpFunction``) that run when gradients are recorded; ``-spares``: those
+    with every map of the MLP's written into spare buffers (``_Spares.min_bytes = 0``; by default only maps
+    of 32 MiB and more), the second of two passes into the buffers the first one left (after its backward)."""
     model = official_model()
-    old = (set_fused_cpu_inference(path.startswith('fused-cpu')), set_fused_cpu_training(path == 'autograd-fn'),
-           _FusedCPU.gelu_epilogue)
+    training, spares = path.startswith('autograd-fn'), path.endswith('-spares')
+    old = (set_fused_cpu_inference(path.startswith('fused-cpu')), set_fused_cpu_training(training),
+           _FusedCPU.gelu_epilogue, _Spares.min_bytes)
     _FusedCPU.gelu_epilogue = path.endswith('epilogue')
+    _Spares.min_bytes = 0 if spares else old[3]
     try:
-        with torch.set_grad_enabled(path == 'autograd-fn'):
-            feats = model(io['x'][tag])
+        with torch.set_grad_enabled(training):
+            for _ in range(2 if spares else 1):
+                feats = model(io['x'][tag])
+                if spares and training:
+                    sum(f.sum() for f in feats).backward()
+            kept = len(_SPARES.buffers)  # maps given back for the next pass (this thread's)
     finally:
         set_fused_cpu_inference(old[0])
         set_fused_cpu_training(old[1])
         _FusedCPU.gelu_epilogue = old[2]
+        _Spares.min_bytes = old[3]
+        release_spares()
     fns = {n.name() for n in autograd_nodes(feats[-1])}
-    assert ('_ConvModFunctionBackward' in fns and '_ConvMlpFunctionBackward' in fns) == (path == 'autograd-fn')
+    assert ('_ConvModFunctionBackward' in fns and '_ConvMlpFunctionBackward' in fns) == training
+    assert (kept > 0) == spares
     assert len(feats) == 4
     for i, f in enumerate(feats):
         ref = io[f'feat{i}_{tag}']

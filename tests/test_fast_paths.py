@@ -7,9 +7,10 @@ import torch
 import torch.nn as nn
 
 from backbones import build_backbone
-from backbones.layers import (BatchNorm2d, DepthwiseConv2d, GemmGradConv2d, _BatchNormNHWCTrain, _ConvWeightGradCPU,
-                              _FusedCPU, linear_gelu_cpu, set_fused_cpu_inference, set_fused_cpu_training,
-                              use_fused_cpu)
+from backbones.layers import (_SPARES, BatchNorm2d, DepthwiseConv2d, GemmGradConv2d, _BatchNormNHWCTrain,
+                              _ConvWeightGradCPU, _FusedCPU, _Spares, depthwise3x3_input_grad_add_, depthwise3x3_into,
+                              linear_gelu_cpu, linear_into, release_spares, set_fused_cpu_inference,
+                              set_fused_cpu_training, spare_empty, spare_give, use_fused_cpu)
 from conftest import autograd_nodes
 
 
@@ -260,11 +261,76 @@ def _conv2former_pair(kind, k=7, dim=8):
 FN = {'mod': '_ConvModFunctionBackward', 'mlp': '_ConvMlpFunctionBackward'}
 
 
+@pytest.fixture(params=[False, True], ids=['fresh-maps', 'spare-maps'])
+def spares(request):
+    """``spare-maps``: every map of the spare-buffer code (``backbones.layers.spare_empty``) goes through the
+    buffers, not only those of 32 MiB and more (which tests cannot afford)."""
+    old = _Spares.min_bytes
+    _Spares.min_bytes = 0 if request.param else old
+    release_spares()
+    yield request.param
+    _Spares.min_bytes = old
+    release_spares()
+
+
+def test_spare_buffers_keep_only_dead_whole_maps(spares):
+    big = torch.empty(4, 6)
+    spare_give(big, big[1:], big.t(), torch.ones(3, requires_grad=True), None)
+    assert _SPARES.buffers == ([big] if spares else [])  # not the views, not a leaf that needs a gradient
+    if not spares:
+        return
+    assert spare_empty((6, 4), big) is not big and spare_empty((4, 6), big.double()) is not big  # shape, dtype
+    assert spare_empty((4, 6), big) is big and _SPARES.buffers == []  # taken out
+    maps = [torch.empty(2, 3) for _ in range(_Spares.cap + 2)]
+    spare_give(*maps)
+    spare_give(maps[-1])  # given twice: kept once
+    assert _SPARES.buffers == maps[2:]  # the most recently given ``cap``
+    with torch.inference_mode():
+        t = spare_empty((9,), big)
+        spare_give(t)
+    assert spare_empty((9,), big) is not t  # an inference tensor could not be saved for a backward
+    with torch.inference_mode():
+        assert spare_empty((9,), big) is t
+
+
+@pytest.mark.skipif(not _FusedCPU.available, reason='no oneDNN fused ops in this torch build')
+@pytest.mark.parametrize('onednn', [True, False], ids=['onednn', 'aten'])
+def test_spare_map_helpers_equal_aten(spares, onednn):
+    """The GEMM / depthwise 3x3 helpers of the MLP's training Function against the aten ops they replace,
+    into spare buffers or not, through oneDNN or its aten fallback."""
+    torch.manual_seed(0)
+    old, _FusedCPU.available = _FusedCPU.available, onednn
+    try:
+        x = torch.randn(2, 12, 7, 9).contiguous(memory_format=torch.channels_last)
+        w, b = torch.randn(12, 1, 3, 3), torch.randn(12)
+        ref = nn.functional.conv2d(x, w, b, padding=1, groups=12)
+        for _ in range(2):  # the second time into the first one's buffer
+            out = depthwise3x3_into(x, w, b)
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+            assert out.is_contiguous(memory_format=torch.channels_last)
+            spare_give(out.permute(0, 2, 3, 1))
+        g, acc = torch.randn_like(x), torch.randn_like(x)
+        gin = torch.ops.aten.convolution_backward(g, x, w, [12], [1, 1], [1, 1], [1, 1], False, [0, 0], 12,
+                                                  [True, False, False])[0]
+        ref, out = acc + gin, acc.clone()
+        assert depthwise3x3_input_grad_add_(out, g, w) is out
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        rows, wl, bl = torch.randn(40, 6), torch.randn(24, 6), torch.randn(24)
+        for _ in range(2):
+            torch.testing.assert_close(linear_into(rows, wl, bl), nn.functional.linear(rows, wl, bl))
+            torch.testing.assert_close(linear_into(rows, wl), rows @ wl.t())
+            torch.testing.assert_close(linear_into(rows.t().contiguous().t(), wl.t().contiguous().t()), rows @ wl.t())
+            spare_give(linear_into(rows, wl, bl))
+    finally:
+        _FusedCPU.available = old
+
+
 @pytest.mark.parametrize('kind,k', [('mod', 7), ('mod', 11), ('mod', 3), ('mlp', 3)])
 @pytest.mark.parametrize('frozen', ['none', 'params', 'input', 'dw'])
-def test_conv2former_training_functions_equal_official_formulation(kind, k, frozen):
+def test_conv2former_training_functions_equal_official_formulation(kind, k, frozen, spares):
     """Outputs and every gradient (input, each parameter, the layer scale) of ConvMod / ConvMlp's training
-    Functions against the official NCHW ``nn.Conv2d`` formulation; frozen parts get no gradient."""
+    Functions against the official NCHW ``nn.Conv2d`` formulation; frozen parts get no gradient. With
+    ``spare-maps`` a first step leaves its dead maps as spare buffers, the checked step writes into them."""
     torch.manual_seed(k)
     ours, ref = _conv2former_pair(kind, k)
     x = torch.randn(2, 8, 9, 13)  # odd sizes: no accidental symmetry in the padding
@@ -274,6 +340,11 @@ def test_conv2former_training_functions_equal_official_formulation(kind, k, froz
     for model in (ours, ref):
         for n, p in model.named_parameters():
             p.requires_grad_(n not in frozen_names)
+    if spares:
+        ours(torch.randn(2, 9, 13, 8, requires_grad=True), scale).sum().backward()
+        assert _SPARES.buffers or kind == 'mod'  # the MLP gives its dead hidden-size maps back
+        for p in ours.parameters():
+            p.grad = None
     xa = x.permute(0, 2, 3, 1).contiguous().requires_grad_(frozen != 'input')  # the blocks' NHWC input
     xb = x.clone().requires_grad_(frozen != 'input')
     sa, sb = scale.clone().requires_grad_(), scale.clone().requires_grad_()
@@ -300,8 +371,28 @@ def test_conv2former_training_functions_equal_official_formulation(kind, k, froz
             torch.testing.assert_close(p.grad, pb[n].grad, rtol=1e-4, atol=1e-4, msg=n)
 
 
+@pytest.mark.parametrize('kind', ['mod', 'mlp'])
+def test_conv2former_training_functions_backward_twice(kind, spares):
+    """``backward(retain_graph=True)`` then ``backward()`` doubles every gradient: the backward leaves the
+    saved maps as they were, with its temporaries in spare buffers or not."""
+    torch.manual_seed(1)
+    ours, _ = _conv2former_pair(kind, 7)
+    x = torch.randn(2, 9, 13, 8, requires_grad=True)
+    y = ours(x, torch.rand(8) + 0.5)
+    assert FN[kind] in _node_names(y)
+    g = torch.randn_like(y)
+    y.backward(g, retain_graph=True)
+    first = [t.grad.clone() for t in [x, *ours.parameters()]]
+    ours(torch.randn_like(x), torch.ones(8)).backward(g)  # another step in between: its temporaries, its spares
+    for t in [x, *ours.parameters()]:
+        t.grad = None
+    y.backward(g)
+    for a, b in zip(first, [t.grad for t in [x, *ours.parameters()]]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize('kind,k', [('mod', 5), ('mod', 3), ('mlp', 3)])  # 5: the convolution weight grad
-def test_conv2former_training_functions_gradcheck(kind, k):
+def test_conv2former_training_functions_gradcheck(kind, k, spares):
     from backbones.conv2former import _ConvMlpFunction, _ConvModFunction
     torch.manual_seed(0)
     c, hid = 3, (3 if kind == 'mod' else 6)
