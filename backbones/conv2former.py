@@ -14,7 +14,9 @@ GEMM (the autograd path), the 11x11 depthwise weight gradient runs as a convolut
 (:class:`~backbones.layers.DepthwiseConv2d`) and, in CPU float32, the token mixer and the MLP after their
 LayerNorms are each one autograd Function (:class:`_ConvModFunction`, :class:`_ConvMlpFunction`) that saves
 fewer maps, recomputes two GELUs and runs its forward and input-gradient GEMMs through oneDNN
-(:func:`~backbones.layers.linear_cpu`; weight gradients stay on aten's ``mm``); the stem's GELU -> BatchNorm
+(:func:`~backbones.layers.linear_cpu`; weight gradients stay on aten's ``mm``), the MLP's maps of 32 MiB and
+more written into spare buffers instead (:func:`~backbones.layers.spare_empty`: no fresh pages to fault in at
+detection sizes); the stem's GELU -> BatchNorm
 pairs are one node (:meth:`~backbones.layers.BatchNorm2d.forward_gelu`); the stem's BatchNorms run on a wide
 view of their channels_last maps (:class:`~backbones.layers.BatchNorm2d`); the weight gradients of the stem's
 3x3 and 2x2 convolutions and of the downsampling convolutions are GEMMs
