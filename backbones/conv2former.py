@@ -126,7 +126,8 @@ class _ConvMlpFunction(torch.autograd.Function):
     autograd node for CPU float32 training. Same ops and values as the autograd path; per pixel it keeps
     ``y`` and three hidden-size maps (fc1's output, the dw3x3 output, fc2's input) for the backward instead of
     four, recomputing ``h`` there (one GELU pass), and writes its backward sums in place: the dw3x3's input
-    gradient is added by oneDNN straight into fc2's (:func:`~backbones.layers.depthwise3x3_input_grad_add_`).
+    gradient is added into fc2's (by oneDNN directly for big maps:
+    :func:`~backbones.layers.depthwise3x3_input_grad_add_`).
     Its hidden-size temporaries (``h`` in the forward; fc2's input gradient, the dw3x3's output gradient and
     the recomputed ``h`` in the backward) go back to :func:`~backbones.layers.spare_give` when dead, and its
     big maps are written into :func:`~backbones.layers.spare_empty` buffers: fresh 35-70 MB maps are faulted
