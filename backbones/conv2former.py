@@ -159,12 +159,8 @@ class _ConvMlpFunction(torch.autograd.Function):
         ds = linear_into(dz2, w2.t())  # ours to overwrite (never the incoming gradient)
         dd = torch.ops.aten.gelu_backward.grad_input(ds, d, grad_input=spare_empty(ds.shape, ds))
         hid = gelu_into(u) if need[3] else None
-        if need[3] or need[4]:
-            _, g_wpos, g_bpos = torch.ops.aten.convolution_backward(
-                _nchw(dd, ctx.shape), _nchw(hid if hid is not None else dd, ctx.shape), w_pos, [w_pos.shape[0]],
-                [1, 1], [1, 1], [1, 1], False, [0, 0], w_pos.shape[0], [False, need[3], need[4]])
-        else:
-            g_wpos = g_bpos = None
+        _, g_wpos, g_bpos = _dw_backward(_nchw(dd, ctx.shape), _nchw(dd if hid is None else hid, ctx.shape), w_pos,
+                                         False, need[3], need[4])  # the input only gives sizes without need[3]
         depthwise3x3_input_grad_add_(_nchw(ds, ctx.shape), _nchw(dd, ctx.shape), w_pos)  # ds is now d h
         du = torch.ops.aten.gelu_backward.grad_input(ds, u, grad_input=ds)
         g_y = linear_cpu(du, w1.t()).view(dz.shape) if need[0] else None
