@@ -228,6 +228,63 @@ def linear_into(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     return torch.mm(x, weight.t(), out=out) if bias is None else torch.addmm(bias, x, weight.t(), out=out)
 
 
+class _MlpGeluFunction(torch.autograd.Function):
+    """``fc2(GELU(fc1 x))`` on the last axis (exact GELU) as one autograd node for CPU float32 training: the
+    ops and values of the autograd path (``F.linear``, ``F.gelu``, ``F.linear``), with fewer fresh hidden-size
+    maps. It keeps ``x`` and fc1's output ``u`` for the backward and recomputes ``h = GELU(u)`` there (autograd
+    keeps ``h`` too: one hidden-size map per block less through the step), computes GELU's input gradient in
+    place over fc2's input gradient (autograd allocates a third map for it), and takes its big maps from
+    :func:`spare_empty` (see :class:`_Spares`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor], w2: torch.Tensor,
+                b2: Optional[torch.Tensor]) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])
+        u = linear_into(x2, w1, b1)
+        h = gelu_into(u)
+        out = linear_cpu(h, w2, b2)
+        spare_give(h)
+        ctx.save_for_backward(x2, u, w1, w2)
+        ctx.has_bias = (b1 is not None, b2 is not None)
+        return out.view(*x.shape[:-1], w2.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dz: torch.Tensor):
+        x2, u, w1, w2 = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        dz2 = dz.reshape(-1, dz.shape[-1])
+        g_w2 = g_b2 = g_x = g_w1 = g_b1 = None
+        if need[3]:
+            h = gelu_into(u)
+            g_w2 = dz2.t().mm(h)
+            spare_give(h)
+        if need[4] and ctx.has_bias[1]:
+            g_b2 = dz2.sum(0)
+        if need[0] or need[1] or need[2]:
+            dh = linear_into(dz2, w2.t())  # ours to overwrite (never the incoming gradient)
+            du = torch.ops.aten.gelu_backward.grad_input(dh, u, grad_input=dh)
+            g_x = linear_cpu(du, w1.t()).view(*dz.shape[:-1], w1.shape[1]) if need[0] else None
+            g_w1 = du.t().mm(x2) if need[1] else None
+            g_b1 = du.sum(0) if need[2] and ctx.has_bias[0] else None
+            spare_give(du)
+        return g_x, g_w1, g_b1, g_w2, g_b2
+
+
+def mlp_gelu(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
+    """``fc2(GELU(fc1(x)))`` (exact GELU, on the last axis) for the families' plain MLPs. CPU float32:
+    training through :class:`_MlpGeluFunction` (:func:`use_fused_cpu_training`), inference with fc1's GELU
+    in oneDNN's GEMM (:func:`linear_gelu_cpu`; :func:`use_fused_cpu`); elsewhere (GPU, autocast, tracing,
+    ``torch.compile``, the switches off) the plain modules. Same values within float32 rounding (tested)."""
+    if use_fused_cpu_training(x) and (x.requires_grad or any(
+            p is not None and p.requires_grad for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias))):
+        return _MlpGeluFunction.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    if use_fused_cpu(fc1, x) and fc1.bias is not None:
+        h = linear_gelu_cpu(x.reshape(-1, x.shape[-1]), fc1.weight, fc1.bias)
+        return fc2(h).view(*x.shape[:-1], fc2.out_features)
+    return fc2(F.gelu(fc1(x)))
+
+
 def depthwise3x3_into(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=1, groups=c)`` for a channels_last ``(n, c, h, w)`` ``x`` (no
     autograd), as a channels_last result. A big one is oneDNN's convolution added into a zeroed

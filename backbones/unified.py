@@ -72,7 +72,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import FamilyOption, MultiScaleBackbone
-from .layers import DepthwiseConv2d, LayerNorm2d, is_tracing, maybe_drop_path
+from .layers import DepthwiseConv2d, LayerNorm2d, is_tracing, maybe_drop_path, mlp_gelu
 from .registry import register_family
 
 STAGE_NORM_MODES = ('skip', 'keep')
@@ -81,7 +81,9 @@ DCN_IMPLS = ('auto', 'pytorch', 'mmcv')
 
 # ---------------------------------------------------------------------------------------------- shared layers
 class UnifiedMlp(nn.Module):
-    """Linear -> GELU -> Linear on the last axis (official ``mlp.fc1`` / ``mlp.fc2``)."""
+    """Linear -> GELU -> Linear on the last axis (official ``mlp.fc1`` / ``mlp.fc2``); on CPU float32 through
+    :func:`~backbones.layers.mlp_gelu` (one autograd node in training, fc1's GELU in oneDNN's GEMM in
+    inference)."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -90,7 +92,7 @@ class UnifiedMlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return mlp_gelu(x, self.fc1, self.fc2)
 
 
 class UnifiedStem(nn.Module):
@@ -190,7 +192,7 @@ class UnifiedConvNeXtBlock(nn.Module):
         y = F.layer_norm(x, n.normalized_shape, n.weight, n.bias, n.eps).permute(0, 3, 1, 2)  # channels-last view
         y = self.dw_out_proj(self.dwconv(self.dw_input_proj(y))).permute(0, 2, 3, 1)
         x = x + self.drop_path(self.gamma_1.view(-1) * y)
-        y = self.pwconv2(self.act(self.pwconv1(self.pw_norm(x))))
+        y = mlp_gelu(self.pw_norm(x), self.pwconv1, self.pwconv2)
         return x + self.drop_path(self.gamma_2 * y)
 
 

@@ -1,7 +1,7 @@
 """The CPU fast paths against torch's own ops and the official formulation: DepthwiseConv2d's custom weight
 gradient against ``nn.Conv2d``'s autograd, BatchNorm2d's channels_last training path against
-``nn.BatchNorm2d``, Conv2Former's training Functions against the official NCHW ``nn.Conv2d`` blocks, and
-when each path may run."""
+``nn.BatchNorm2d``, Conv2Former's training Functions against the official NCHW ``nn.Conv2d`` blocks, the plain
+MLP's (``mlp_gelu``) against ``nn.Linear``/``nn.GELU``, and when each path may run."""
 import pytest
 import torch
 import torch.nn as nn
@@ -9,7 +9,7 @@ import torch.nn as nn
 from backbones import build_backbone
 from backbones.layers import (_SPARES, BatchNorm2d, DepthwiseConv2d, GemmGradConv2d, _BatchNormNHWCTrain,
                               _ConvWeightGradCPU, _FusedCPU, _Spares, depthwise3x3_input_grad_add_, depthwise3x3_into,
-                              linear_gelu_cpu, linear_into, release_spares, set_fused_cpu_inference,
+                              linear_gelu_cpu, linear_into, mlp_gelu, release_spares, set_fused_cpu_inference,
                               set_fused_cpu_training, spare_empty, spare_give, use_fused_cpu)
 from conftest import autograd_nodes
 
@@ -427,6 +427,131 @@ def test_conv2former_training_functions_only_where_they_apply():
         set_fused_cpu_training(old)
     with torch.no_grad():
         assert ours(x, s).grad_fn is None
+
+
+# ------------------------------------------------------------- the plain MLP (unified family): mlp_gelu
+MLP_FN = '_MlpGeluFunctionBackward'
+
+
+def _mlp_pair(dim=6, hidden=20):
+    """``(fc1, fc2)`` for :func:`mlp_gelu` and torch's own ``nn.Sequential(Linear, GELU, Linear)`` with the same
+    (non-default) weights."""
+    torch.manual_seed(dim)
+    ref = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+    for p in ref.parameters():
+        nn.init.normal_(p, 0, 0.5)
+    fc1, fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+    fc1.load_state_dict(ref[0].state_dict()), fc2.load_state_dict(ref[2].state_dict())
+    return fc1, fc2, ref
+
+
+@pytest.mark.parametrize('frozen', ['none', 'fc1', 'fc2', 'biases', 'input'])
+@pytest.mark.parametrize('layout', ['nhwc', 'permuted', 'rows'])
+def test_mlp_gelu_training_function_equals_nn_modules(frozen, layout, spares):
+    """Output and every gradient of the training Function against torch's ``Linear -> GELU -> Linear``;
+    frozen parts get no gradient; the incoming gradient is left as it came. ``permuted``: a non-contiguous
+    input (Swin's ``LayerNorm2d(x).permute(0, 2, 3, 1)`` of an NCHW map)."""
+    fc1, fc2, ref = _mlp_pair()
+    off = {'none': [], 'fc1': ['0.weight', '0.bias'], 'fc2': ['2.weight', '2.bias'],
+           'biases': ['0.bias', '2.bias'], 'input': []}[frozen]
+    for n, p in ref.named_parameters():
+        p.requires_grad_(n not in off)
+    ours = [*[('0.' + k, v) for k, v in fc1.named_parameters()], *[('2.' + k, v) for k, v in fc2.named_parameters()]]
+    for n, p in ours:
+        p.requires_grad_(n not in off)
+    if spares:
+        mlp_gelu(torch.randn(5, 7, 6, requires_grad=True), fc1, fc2).sum().backward()  # leaves spare maps
+        for p in [*fc1.parameters(), *fc2.parameters()]:
+            p.grad = None
+    x = {'nhwc': torch.randn(2, 5, 7, 6), 'permuted': torch.randn(2, 6, 5, 7).permute(0, 2, 3, 1),
+         'rows': torch.randn(11, 6)}[layout]
+    xa = x.clone().requires_grad_(frozen != 'input')  # clone keeps the permuted strides
+    xb = x.clone().requires_grad_(frozen != 'input')
+    assert xa.is_contiguous() == (layout != 'permuted')
+    ya, yb = mlp_gelu(xa, fc1, fc2), ref(xb)
+    assert MLP_FN in _node_names(ya)
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(yb)
+    g_kept = g.clone()
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(g, g_kept)
+    if frozen == 'input':
+        assert xa.grad is None
+    else:
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    pb = dict(ref.named_parameters())
+    for n, p in ours:
+        if n in off:
+            assert p.grad is None, n
+        else:
+            torch.testing.assert_close(p.grad, pb[n].grad, rtol=1e-5, atol=1e-5, msg=n)
+
+
+def test_mlp_gelu_backward_twice(spares):
+    """``backward(retain_graph=True)``, another step, then ``backward()``: the same gradients (the saved maps
+    stay as they were; the temporaries go to spare buffers or not)."""
+    fc1, fc2, _ = _mlp_pair()
+    x = torch.randn(2, 5, 7, 6, requires_grad=True)
+    y = mlp_gelu(x, fc1, fc2)
+    g = torch.randn_like(y)
+    y.backward(g, retain_graph=True)
+    first = [t.grad.clone() for t in [x, *fc1.parameters(), *fc2.parameters()]]
+    mlp_gelu(torch.randn_like(x), fc1, fc2).backward(g)
+    for t in [x, *fc1.parameters(), *fc2.parameters()]:
+        t.grad = None
+    y.backward(g)
+    for a, b in zip(first, [t.grad for t in [x, *fc1.parameters(), *fc2.parameters()]]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_mlp_gelu_function_gradcheck(spares):
+    from backbones.layers import _MlpGeluFunction
+    torch.manual_seed(0)
+    d = dict(dtype=torch.double, requires_grad=True)
+    args = (torch.randn(2, 3, 4, 5, **d), torch.randn(7, 5, **d), torch.randn(7, **d), torch.randn(5, 7, **d),
+            torch.randn(5, **d))
+    assert torch.autograd.gradcheck(_MlpGeluFunction.apply, args)
+
+
+def test_mlp_gelu_paths_only_where_they_apply():
+    """The Function for CPU float32 training only; without gradients fc1's GELU in oneDNN's GEMM (same values
+    as torch's modules); float64, autocast and the switches off run the modules themselves."""
+    fc1, fc2, ref = _mlp_pair()
+    x = torch.randn(2, 5, 7, 6, requires_grad=True)
+    assert MLP_FN in _node_names(mlp_gelu(x, fc1, fc2))
+    with torch.no_grad():
+        y = mlp_gelu(x, fc1, fc2)
+        assert y.grad_fn is None and y.shape == (2, 5, 7, 6)
+        torch.testing.assert_close(y, ref(x), rtol=1e-5, atol=1e-5)
+    for p in [*fc1.parameters(), *fc2.parameters()]:
+        p.requires_grad_(False)
+    y = mlp_gelu(x.detach(), fc1, fc2)  # nothing needs a gradient: the inference path
+    assert y.grad_fn is None
+    for p in [*fc1.parameters(), *fc2.parameters()]:
+        p.requires_grad_(True)
+    y = mlp_gelu(x.double(), fc1.double(), fc2.double())
+    assert y.grad_fn is not None and MLP_FN not in _node_names(y)
+    fc1.float(), fc2.float()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert MLP_FN not in _node_names(mlp_gelu(x, fc1, fc2))
+    old = set_fused_cpu_training(False), set_fused_cpu_inference(False)
+    try:
+        y = mlp_gelu(x, fc1, fc2)
+        assert MLP_FN not in _node_names(y) and y.grad_fn is not None
+        torch.testing.assert_close(y, ref(x))
+    finally:
+        set_fused_cpu_training(old[0]), set_fused_cpu_inference(old[1])
+
+
+@pytest.mark.parametrize('name', ['unified_halo_micro', 'unified_swin_micro', 'unified_pvt_micro',
+                                  'unified_convnext_micro', 'unified_dcn_v3_micro'])
+def test_unified_blocks_train_through_mlp_function(name):
+    """Every unified mixer's MLP runs the Function in CPU training (its parity against torch's modules is the
+    test above; the eval outputs are checked against the official code in tests/test_unified.py)."""
+    m = build_backbone(name, out_indices=(0,)).train()
+    y = m(torch.randn(1, 3, 64, 64))[0]
+    assert MLP_FN in _node_names(y)
 
 
 @pytest.mark.parametrize('train', [True, False], ids=['batch-stats', 'running-stats'])
