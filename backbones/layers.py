@@ -274,14 +274,14 @@ class _MlpGeluFunction(torch.autograd.Function):
 def mlp_gelu(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
     """``fc2(GELU(fc1(x)))`` (exact GELU, on the last axis) for the families' plain MLPs. CPU float32:
     training through :class:`_MlpGeluFunction` (:func:`use_fused_cpu_training`), inference with fc1's GELU
-    in oneDNN's GEMM (:func:`linear_gelu_cpu`; :func:`use_fused_cpu`); elsewhere (GPU, autocast, tracing,
-    ``torch.compile``, the switches off) the plain modules. Same values within float32 rounding (tested)."""
-    if use_fused_cpu_training(x) and (x.requires_grad or any(
-            p is not None and p.requires_grad for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias))):
-        return _MlpGeluFunction.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    in oneDNN's GEMM (:func:`linear_gelu_cpu`; :func:`use_fused_cpu`: whenever neither ``x`` nor fc1 needs a
+    gradient, fc2 keeping its autograd); elsewhere (GPU, autocast, tracing, ``torch.compile``, the switches
+    off) the plain modules. Same values within float32 rounding (tested)."""
     if use_fused_cpu(fc1, x) and fc1.bias is not None:
         h = linear_gelu_cpu(x.reshape(-1, x.shape[-1]), fc1.weight, fc1.bias)
         return fc2(h).view(*x.shape[:-1], fc2.out_features)
+    if use_fused_cpu_training(x):
+        return _MlpGeluFunction.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     return fc2(F.gelu(fc1(x)))
 
 

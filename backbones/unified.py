@@ -87,8 +87,7 @@ class UnifiedMlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
+        self.fc1 = nn.Linear(dim, hidden)  # the exact GELU between them is in mlp_gelu
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,8 +179,7 @@ class UnifiedConvNeXtBlock(nn.Module):
         self.dw_out_proj = nn.Conv2d(dim, dim, 1)
         self.gamma_1 = nn.Parameter(torch.full((1, dim, 1, 1), float(layer_scale_init)))
         self.pw_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, int(mlp_ratio * dim))
-        self.act = nn.GELU()
+        self.pwconv1 = nn.Linear(dim, int(mlp_ratio * dim))  # GELU between the two: mlp_gelu
         self.pwconv2 = nn.Linear(int(mlp_ratio * dim), dim)
         self.gamma_2 = nn.Parameter(torch.full((1, 1, 1, dim), float(layer_scale_init)))
         self.drop_path = maybe_drop_path(drop_path)

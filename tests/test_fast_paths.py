@@ -524,7 +524,16 @@ def test_mlp_gelu_paths_only_where_they_apply():
         y = mlp_gelu(x, fc1, fc2)
         assert y.grad_fn is None and y.shape == (2, 5, 7, 6)
         torch.testing.assert_close(y, ref(x), rtol=1e-5, atol=1e-5)
-    for p in [*fc1.parameters(), *fc2.parameters()]:
+    for p in [*fc1.parameters(), *ref[0].parameters()]:
+        p.requires_grad_(False)
+    y = mlp_gelu(x.detach(), fc1, fc2)  # only fc2 needs a gradient: fc1 + GELU fused, fc2 through autograd
+    assert MLP_FN not in _node_names(y) and y.grad_fn is not None
+    g = torch.randn_like(y)
+    y.backward(g)
+    ref(x.detach()).backward(g)
+    torch.testing.assert_close(fc2.weight.grad, ref[2].weight.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fc2.bias.grad, ref[2].bias.grad, rtol=1e-5, atol=1e-5)
+    for p in fc2.parameters():
         p.requires_grad_(False)
     y = mlp_gelu(x.detach(), fc1, fc2)  # nothing needs a gradient: the inference path
     assert y.grad_fn is None
